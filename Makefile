@@ -1,0 +1,49 @@
+# Two commands do all set-up: `make run` (whole pipeline on the synthetic default) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install run test test-all lint format lock bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=23"
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the whole pipeline (synthetic data -> preprocess -> train -> evaluate -> export) via DVC
+run: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc push -q || echo "dvc push failed (local remote); outputs are still in the cache"
+	@echo; echo "Done. Metrics: metrics/eval.json  Report: reports/eval/index.html  MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+## test: the suite CI runs (slow real-data tests are included when they fit; see README)
+test: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "slow or not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## lock: regenerate constraints.txt from the current environment
+lock: $(STAMP)
+	{ head -n 3 constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^-e' | sort -f; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_throughput.py --size 64 --generator resnet_6blocks
+	$(BIN)/python benchmarks/inference.py --quick
+
+clean:
+	rm -rf runs models metrics reports plots mlflow.db .pytest_cache

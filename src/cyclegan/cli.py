@@ -1,0 +1,215 @@
+"""``cyclegan`` command line: thin wrappers that parse arguments and call one step function.
+
+Every step takes ``--params FILE`` (default ``params.yaml`` when present) and repeated
+``--set dotted.key=value`` overrides, the same spelling as ``dvc exp run -S``. Errors the user
+can fix (bad params, bad data, missing weights) print one clear line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from cyclegan.config import Config, ConfigError, load_config
+
+
+def _config(args: argparse.Namespace) -> Config:
+    params = args.params
+    if params is None and Path("params.yaml").is_file():
+        params = "params.yaml"
+    return load_config(params, args.set)
+
+
+def _add_params(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default=None, help="params file (default: ./params.yaml if present)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param, e.g. --set train.steps=100 (repeatable)",
+    )
+
+
+# --- handlers: each imports its step lazily so `cyclegan --help` stays fast ----------------
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from cyclegan.data.synth import synthesize
+
+    res = synthesize(Path(args.out), train=args.train, test=args.test, size=args.size, seed=args.seed)
+    print(res.summary())
+    return 0
+
+
+def _data_import(args: argparse.Namespace) -> int:
+    from cyclegan.data.importer import import_dataset
+
+    res = import_dataset(args.src, Path(args.out), overwrite=args.overwrite)
+    print(res.summary())
+    return 0
+
+
+def _data_validate(args: argparse.Namespace) -> int:
+    from cyclegan.data.validate import validate_dataset
+
+    cfg = _config(args)
+    report = validate_dataset(Path(args.dir), cfg.data)
+    if args.json:
+        report.write_json(Path(args.json))
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _data_fetch(args: argparse.Namespace) -> int:
+    from cyclegan.data.ingest import ingest
+
+    res = ingest(_config(args))
+    print(res.summary())
+    return 0
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from cyclegan.preprocess import preprocess
+
+    res = preprocess(_config(args))
+    print(res.summary())
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cyclegan.train import train
+
+    res = train(_config(args))
+    print(res.summary())
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from cyclegan.evaluate import evaluate
+
+    res = evaluate(_config(args), model=args.model, data=args.data)
+    print(res.summary())
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from cyclegan.export import export
+
+    res = export(_config(args), checkpoint=args.checkpoint, out_dir=args.out_dir)
+    print(res.summary())
+    return 0
+
+
+def _translate(args: argparse.Namespace) -> int:
+    from cyclegan.translate import translate
+
+    res = translate(
+        args.input,
+        Path(args.output),
+        model=args.model,
+        direction=args.direction,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+    )
+    print(res.summary())
+    return 0 if not res.failed else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cyclegan", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="create, import and validate datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+
+    p = dsub.add_parser("synth", help="procedural synthetic benchmark with ground truth")
+    p.add_argument("out")
+    p.add_argument("--train", type=int, default=200, help="images per training domain")
+    p.add_argument("--test", type=int, default=40, help="images per test domain")
+    p.add_argument("--size", type=int, default=64, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_data_synth)
+
+    p = dsub.add_parser("import", help="import a dataset from a folder, archive, s3:// or URL")
+    p.add_argument("src", help="folder, .zip/.tar.gz, s3://bucket/prefix, URL or a name")
+    p.add_argument("out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=_data_import)
+
+    p = dsub.add_parser("validate", help="report counts, sizes, bad files and leakage")
+    p.add_argument("dir")
+    p.add_argument("--json", default=None, help="also write the report as JSON here")
+    _add_params(p)
+    p.set_defaults(func=_data_validate)
+
+    p = dsub.add_parser("fetch", help="the DVC data stage: synth or import per params")
+    _add_params(p)
+    p.set_defaults(func=_data_fetch)
+
+    p = sub.add_parser("preprocess", help="validated, resized RGB dataset + manifest")
+    _add_params(p)
+    p.set_defaults(func=_preprocess)
+
+    p = sub.add_parser("train", help="train (single process or under torchrun)")
+    _add_params(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="FID/KID/LPIPS and weight-free metrics")
+    p.add_argument("--model", default=None, help="checkpoint (.pt) or ONNX folder (default: best)")
+    p.add_argument("--data", default=None, help="dataset root (default: data.processed_dir)")
+    _add_params(p)
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("export", help="ONNX export with a parity gate")
+    p.add_argument("--checkpoint", default=None, help="checkpoint (default: best, else last)")
+    p.add_argument("--out-dir", default=None, help="default: export.out_dir")
+    _add_params(p)
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("translate", help="translate a file, folder or glob")
+    p.add_argument("input", help="image file, folder or glob")
+    p.add_argument("output", help="output folder (or file, for a single input)")
+    p.add_argument("--model", default="models/onnx", help="ONNX folder/file or checkpoint")
+    p.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
+    p.add_argument("--backend", choices=["onnx", "torch"], default="onnx")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_translate)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean 'fix your input', printed without a traceback."""
+    errors: list[type[BaseException]] = [ConfigError, FileNotFoundError]
+    for mod, name in [
+        ("cyclegan.storage", "StorageError"),
+        ("cyclegan.data.errors", "DataError"),
+        ("cyclegan.tracking", "TrackingError"),
+        ("cyclegan.training.checkpoint", "CheckpointError"),
+        ("cyclegan.evaluation.weights", "WeightsError"),
+        ("cyclegan.export", "ExportError"),
+    ]:
+        module = sys.modules.get(mod)
+        if module is not None and hasattr(module, name):
+            errors.append(getattr(module, name))
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except Exception as e:  # noqa: BLE001 - only user errors are caught below
+        if isinstance(e, _user_errors()):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

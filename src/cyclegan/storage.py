@@ -1,0 +1,131 @@
+"""Getting bytes from where users keep them: local paths, ``s3://`` (boto3) and http(s) URLs.
+
+The S3 endpoint comes from the standard ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``)
+variable, so MinIO and other S3-compatible stores work without code changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+class StorageError(RuntimeError):
+    """A remote object could not be fetched; the message says what, where and how to fix it."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write via a temp file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    if not uri.startswith("s3://"):
+        raise StorageError(f"not an S3 URI: {uri!r} (expected s3://bucket/key)")
+    rest = uri[len("s3://") :]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise StorageError(f"S3 URI has no bucket: {uri!r} (expected s3://bucket/key)")
+    return bucket, key
+
+
+def s3_client() -> Any:
+    """A boto3 S3 client honouring ``AWS_ENDPOINT_URL`` (MinIO, moto, Ceph...)."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint or None,
+        config=BotoConfig(retries={"max_attempts": 3}, connect_timeout=5, read_timeout=60),
+    )
+
+
+def _s3_error(uri: str, err: Exception) -> StorageError:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    where = f"endpoint {endpoint}" if endpoint else "AWS default endpoint"
+    return StorageError(
+        f"cannot read {uri} ({where}): {err}. Check the bucket/key, credentials "
+        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and AWS_ENDPOINT_URL for MinIO."
+    )
+
+
+def download_s3_file(uri: str, dest: str | Path) -> Path:
+    """Download one object to ``dest`` atomically."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = parse_s3_uri(uri)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part")
+    try:
+        s3_client().download_file(bucket, key, str(tmp))
+    except (BotoCoreError, ClientError) as e:
+        tmp.unlink(missing_ok=True)
+        raise _s3_error(uri, e) from e
+    os.replace(tmp, dest)
+    return dest
+
+
+def list_s3_prefix(uri: str) -> list[str]:
+    """Keys under ``s3://bucket/prefix`` (recursively)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = parse_s3_uri(uri)
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    keys: list[str] = []
+    try:
+        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    except (BotoCoreError, ClientError) as e:
+        raise _s3_error(uri, e) from e
+    return keys
+
+
+def download_url(url: str, dest: str | Path, timeout: float = 30.0) -> Path:
+    """Stream an http(s) URL to ``dest`` atomically, with a clear error when offline."""
+    import requests
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part")
+    try:
+        with requests.get(url, stream=True, timeout=timeout) as r:
+            r.raise_for_status()
+            with open(tmp, "wb") as f:
+                shutil.copyfileobj(r.raw, f)
+    except requests.RequestException as e:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(
+            f"cannot download {url}: {e}. If this machine is offline, download the file "
+            "elsewhere and pass its local path instead."
+        ) from e
+    os.replace(tmp, dest)
+    return dest

@@ -1,0 +1,144 @@
+"""MLflow tracking: fail fast on an unreachable server, one place that knows the run layout.
+
+Only rank 0 calls into this module during distributed training. The default store is a local
+sqlite file (``sqlite:///mlflow.db``); a cluster points ``tracking.uri`` at an MLflow server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from cyclegan.config import TrackingConfig
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; raised at start, before any expensive work."""
+
+
+RUN_ID_FILE = "mlflow_run_id.txt"
+
+
+def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
+    """Raise ``TrackingError`` now if an http(s) tracking server does not answer.
+
+    MLflow itself retries for minutes; a run that finds out after training is worthless.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    import requests
+
+    url = uri.rstrip("/") + "/health"
+    try:
+        r = requests.get(url, timeout=timeout_s)
+    except requests.RequestException as e:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({type(e).__name__}). Start it, fix "
+            "tracking.uri, or set tracking.enabled=false to train without tracking."
+        ) from e
+    if r.status_code >= 500:
+        raise TrackingError(f"MLflow tracking server {uri} answered HTTP {r.status_code} on /health")
+
+
+def _sqlite_parent(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def setup(cfg: TrackingConfig) -> None:
+    """Point MLflow at ``cfg.uri`` and the experiment, checking reachability first."""
+    import mlflow
+
+    check_reachable(cfg.uri, cfg.timeout_s)
+    _sqlite_parent(cfg.uri)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(cfg.timeout_s)))
+    mlflow.set_tracking_uri(cfg.uri)
+    try:
+        mlflow.set_experiment(cfg.experiment)
+    except Exception as e:  # noqa: BLE001 - MLflow raises many types; all mean "can't use it"
+        raise TrackingError(f"cannot use MLflow store {cfg.uri}: {e}") from e
+
+
+@contextlib.contextmanager
+def mlflow_run(
+    cfg: TrackingConfig, run_name: str | None = None, run_id: str | None = None
+) -> Iterator[Any]:
+    """Start (or resume, with ``run_id``) an MLflow run; yields the active run or ``None``.
+
+    Yields ``None`` when tracking is disabled so callers can write ``if run: ...``.
+    """
+    if not cfg.enabled:
+        yield None
+        return
+    import mlflow
+
+    setup(cfg)
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name) as run:
+        yield run
+
+
+def git_commit(cwd: str | Path = ".") -> str:
+    """The current git commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def dvc_data_hash(path: str | Path) -> str:
+    """The DVC md5 of a tracked output (from ``dvc.lock``), or ``unknown`` when untracked."""
+    import yaml
+
+    lock = Path("dvc.lock")
+    if not lock.is_file():
+        return "unknown"
+    try:
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    except yaml.YAMLError:
+        return "unknown"
+    target = str(Path(path)).rstrip("/")
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if str(out.get("path", "")).rstrip("/") == target:
+                return str(out.get("md5", "unknown"))
+    return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that change numbers: recorded with every run and every metric."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "torchmetrics", "onnx", "onnxruntime", "mlflow", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    return out
+
+
+def log_dict_artifact(data: dict[str, Any], name: str) -> None:
+    """Log a JSON artefact to the active run (no-op without one)."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.log_text(json.dumps(data, indent=2, sort_keys=True, default=str), name)
