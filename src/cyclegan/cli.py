@@ -8,6 +8,8 @@ can fix (bad params, bad data, missing weights) print one clear line and exit 2.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +41,14 @@ def _add_params(p: argparse.ArgumentParser) -> None:
 def _data_synth(args: argparse.Namespace) -> int:
     from cyclegan.data.synth import synthesize
 
-    res = synthesize(Path(args.out), train=args.train, test=args.test, size=args.size, seed=args.seed)
+    res = synthesize(
+        Path(args.out),
+        train=args.train,
+        test=args.test,
+        size=args.size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
     print(res.summary())
     return 0
 
@@ -83,38 +92,58 @@ def _train(args: argparse.Namespace) -> int:
     from cyclegan.train import train
 
     res = train(_config(args))
-    print(res.summary())
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
+        print(res.summary())
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from cyclegan.evaluate import evaluate
+    from cyclegan.evaluation.errors import EvalError
 
-    res = evaluate(_config(args), model=args.model, data=args.data)
+    if args.require_weights:
+        args.set.append("evaluate.require_weights=true")
+    try:
+        res = evaluate(_config(args), model=args.model, data=args.data)
+    except EvalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(res.summary())
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from cyclegan.export import export
+    from cyclegan.models.onnx_generator import OnnxModelError
 
-    res = export(_config(args), checkpoint=args.checkpoint, out_dir=args.out_dir)
+    try:
+        res = export(_config(args), checkpoint=args.checkpoint, out_dir=args.out_dir)
+    except OnnxModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(res.summary())
     return 0
 
 
 def _translate(args: argparse.Namespace) -> int:
-    from cyclegan.translate import translate
+    """Exit 0 when every image was written or skipped, 1 when some failed, 2 on bad input."""
+    from cyclegan.models.onnx_generator import OnnxModelError
+    from cyclegan.translate import TranslateError, translate
 
-    res = translate(
-        args.input,
-        Path(args.output),
-        model=args.model,
-        direction=args.direction,
-        backend=args.backend,
-        batch_size=args.batch_size,
-        overwrite=args.overwrite,
-    )
+    try:
+        res = translate(
+            args.input,
+            Path(args.output),
+            model=args.model,
+            direction=args.direction,
+            backend=args.backend,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            threads=args.threads,
+        )
+    except (TranslateError, OnnxModelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(res.summary())
     return 0 if not res.failed else 1
 
@@ -132,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=int, default=40, help="images per test domain")
     p.add_argument("--size", type=int, default=64, help="image side in pixels")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=_data_synth)
 
     p = dsub.add_parser("import", help="import a dataset from a folder, archive, s3:// or URL")
@@ -161,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="FID/KID/LPIPS and weight-free metrics")
     p.add_argument("--model", default=None, help="checkpoint (.pt) or ONNX folder (default: best)")
     p.add_argument("--data", default=None, help="dataset root (default: data.processed_dir)")
+    p.add_argument(
+        "--require-weights",
+        action="store_true",
+        help="fail (exit 2) instead of skipping FID/KID/LPIPS when their weight files are missing"
+        " (same as --set evaluate.require_weights=true)",
+    )
     _add_params(p)
     p.set_defaults(func=_evaluate)
 
@@ -173,11 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("translate", help="translate a file, folder or glob")
     p.add_argument("input", help="image file, folder or glob")
     p.add_argument("output", help="output folder (or file, for a single input)")
-    p.add_argument("--model", default="models/onnx", help="ONNX folder/file or checkpoint")
+    p.add_argument(
+        "--model",
+        default="models/onnx",
+        help="onnx: folder with generator_<dir>.onnx or a .onnx file; torch: a .pt or run folder",
+    )
     p.add_argument("--direction", choices=["AtoB", "BtoA"], default="AtoB")
     p.add_argument("--backend", choices=["onnx", "torch"], default="onnx")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--batch-size", type=int, default=4, help="images per run (same size only)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = runtime default)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=_translate)
     return parser
 
@@ -199,8 +240,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _setup_logging() -> None:
+    rank = os.environ.get("RANK")
+    prefix = f"[rank {rank}] " if rank is not None else ""
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s {prefix}%(name)s: %(message)s")
+    for noisy in ("alembic", "mlflow", "urllib3", "botocore", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _setup_logging()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -230,6 +231,9 @@ class EvalConfig:
     classifier_steps: int = 300
     report_images: int = 8
     max_images: int = 0  # 0 = full test sets (the documented protocol)
+    require_weights: bool = False  # true: missing FID/KID/LPIPS weights fail the step (exit 2)
+    download: bool = True  # try the public URL when weights are not local/cached/on S3
+    curve: bool = True  # score every step_*.pt in the run folder -> metrics/eval_curve.csv
 
     def __post_init__(self) -> None:
         _in_range(self.kid_subset_size, "evaluate.kid_subset_size", 2)
@@ -243,25 +247,45 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
+    """ONNX export: one file per direction, gated on ONNX Runtime vs PyTorch parity."""
+
     out_dir: str = "models/onnx"
     opset: int = 18
-    tolerance: float = 1e-3  # max abs error allowed between ONNX Runtime and PyTorch
+    tolerance: float = 1e-3  # max abs error allowed between ONNX Runtime and PyTorch (fp32)
     parity_sizes: tuple[tuple[int, int], ...] = ((64, 64), (96, 64))  # (height, width)
-    fp16: bool = False
-    int8: bool = False
-    size_multiple: int = 4
+    parity_images: int = 4  # real test images per direction in the parity check (0 = none)
+    fp16: bool = False  # also write generator_<dir>.fp16.onnx (fp16 weights and compute)
+    fp16_tolerance: float = 0.01  # gate on MEAN abs error of the fp16 file vs PyTorch fp32
+    int8: bool = False  # also write generator_<dir>.int8.onnx (ONNX Runtime quantization)
+    int8_method: Literal["dynamic", "static"] = "dynamic"  # static = calibrated QLinearConv
+    int8_tolerance: float = 0.05  # gate on MEAN abs error of the int8 file vs PyTorch fp32
+    calibration_images: int = 16  # static int8: images (real when present) for calibration
+    size_multiple: int = 4  # inputs are padded to lcm(this, the generator's own multiple)
+    metrics_file: str = "metrics/export.json"  # parity/size figures for `dvc metrics`
+    register: bool = True  # register the MLflow model as tracking.registered_model
 
     def __post_init__(self) -> None:
         _in_range(self.opset, "export.opset", 13, 23)
         _in_range(self.tolerance, "export.tolerance", 0.0, lo_open=True)
-        _check(len(self.parity_sizes) >= 1, "export.parity_sizes", "needs at least one size")
+        _check(len(self.parity_sizes) >= 2, "export.parity_sizes", "needs at least two sizes")
         for i, hw in enumerate(self.parity_sizes):
             _check(
                 len(hw) == 2 and all(v >= 8 for v in hw),
                 f"export.parity_sizes[{i}]",
                 f"must be [height, width] with both >= 8, got {list(hw)}",
             )
+        _check(
+            any(h != w for h, w in self.parity_sizes),
+            "export.parity_sizes",
+            f"needs a non-square [height, width] (odd shapes are where exports break), "
+            f"got {[list(hw) for hw in self.parity_sizes]}",
+        )
+        _in_range(self.parity_images, "export.parity_images", 0)
+        _in_range(self.fp16_tolerance, "export.fp16_tolerance", 0.0, lo_open=True)
+        _in_range(self.int8_tolerance, "export.int8_tolerance", 0.0, lo_open=True)
+        _in_range(self.calibration_images, "export.calibration_images", 1)
         _in_range(self.size_multiple, "export.size_multiple", 1)
+        _check(bool(self.metrics_file), "export.metrics_file", "must not be empty")
 
 
 @dataclass(frozen=True)
@@ -313,6 +337,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+_SCI = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -353,6 +380,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         _check(ok, key, f"must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _SCI.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         _check(ok, key, f"must be a number, got {value!r}")
         return float(value)

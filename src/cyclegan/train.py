@@ -1,0 +1,359 @@
+"""The train step: ``train(cfg) -> TrainResult``, called by the CLI, DVC and tests alike.
+
+Runs single-process or under torchrun (see ``training.distributed``). Rank 0 alone logs,
+checkpoints and talks to MLflow. Resumes automatically from the newest intact checkpoint of
+the same training config, restoring every RNG, so a killed run continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cyclegan import tracking
+from cyclegan.config import Config, config_from_dict, flatten
+from cyclegan.training import checkpoint as ckpt
+from cyclegan.training import distributed, report
+from cyclegan.training.distributed import DistInfo
+from cyclegan.training.loader import domain_loader, fixed_samples
+from cyclegan.training.monitor import CollapseMonitor, sample_grid
+from cyclegan.training.step import CycleGAN, NonFiniteLossError
+
+log = logging.getLogger("cyclegan.train")
+
+# Keys that may change between a checkpoint and a resumed run (how long and how it is watched).
+RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
+                  "train.keep_last", "train.eval_every", "train.num_workers", "train.resume",
+                  "tracking.", "evaluate.", "export.")
+
+Evaluator = Callable[[torch.nn.Module, torch.nn.Module], dict[str, float]]
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    global_batch: int
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    final_losses: dict[str, float]
+    images_per_s: float
+    resumed_from: int = 0
+    best_score: float | None = None
+    mlflow_run_id: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        losses = " ".join(f"{k}={v:.3f}" for k, v in sorted(self.final_losses.items()))
+        lines = [
+            f"trained {self.steps} steps (global batch {self.global_batch}"
+            + (f", resumed from step {self.resumed_from}" if self.resumed_from else "")
+            + f") at {self.images_per_s:.1f} images/s",
+            f"final losses: {losses}",
+            f"last checkpoint: {self.last_checkpoint}",
+            f"best checkpoint: {self.best_checkpoint} (score {self.best_score})",
+        ]
+        if self.mlflow_run_id:
+            lines.append(f"MLflow run: {self.mlflow_run_id}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _training_identity(cfg: Config) -> dict[str, Any]:
+    flat = flatten(cfg.to_dict())
+    return {k: v for k, v in flat.items() if not k.startswith(RESUMABLE_KEYS)}
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG as checkpoint-safe types (``weights_only=True`` loadable)."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy(), n[2], n[3], n[4]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _try_resume(cfg: Config, model: CycleGAN, info: DistInfo,
+                ckpt_dir: Path) -> tuple[int, dict[str, Any]]:
+    """Load the newest intact checkpoint of the same training config; (step, metrics).
+
+    Checkpoints of a different training config are moved aside (never deleted) by rank 0.
+    """
+    path = ckpt.latest_checkpoint(ckpt_dir) if cfg.train.resume else None
+    state = ckpt.load_checkpoint(path, map_location=info.device) if path else None
+    stale = None
+    if state is not None:
+        old_cfg = config_from_dict(state["config"])
+        old, new = _training_identity(old_cfg), _training_identity(cfg)
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            stale = ckpt_dir / f"stale-{old_cfg.hash()}"
+            log.warning("checkpoints in %s were made with a different config (%s); moving them "
+                        "to %s and starting from step 0", ckpt_dir, ", ".join(diff[:8]), stale)
+    distributed.barrier(info)  # every rank has read before rank 0 moves anything
+    if stale is not None:
+        if info.is_main:
+            stale.mkdir(exist_ok=True)
+            for p in ckpt_dir.glob("*.pt"):
+                p.rename(stale / p.name)
+        distributed.barrier(info)
+        return 0, {}
+    if state is None:
+        return 0, {}
+    model.load_state_dict(state)
+    set_rng_state(state["rng"])
+    log.info("resumed from %s (step %d)", path, state["step"])
+    return int(state["step"]), dict(state.get("metrics", {}))
+
+
+def _save(cfg: Config, model: CycleGAN, ckpt_dir: Path, step: int, metrics: dict) -> Path:
+    state = {
+        "config": cfg.to_dict(),
+        "step": step,
+        **model.state_dict(),
+        "rng": rng_state(),
+        "metrics": metrics,
+        "versions": tracking.library_versions(),
+    }
+    path = ckpt_dir / f"step_{step:08d}.pt"
+    ckpt.save_checkpoint(path, state)
+    ckpt.link_as(path, ckpt_dir / "last.pt")
+    ckpt.rotate_checkpoints(ckpt_dir, cfg.train.keep_last)
+    return path
+
+
+def _log_params(cfg: Config, info: DistInfo) -> None:
+    import mlflow
+
+    params = {k: str(v)[:500] for k, v in flatten(cfg.to_dict()).items()}
+    params.update({
+        "git_commit": tracking.git_commit(),
+        "data_hash": tracking.dvc_data_hash(cfg.data.processed_dir),
+        "device": str(info.device),
+        "world_size": info.world_size,
+        "global_batch": cfg.train.batch_size * info.world_size,
+        **{f"version.{k}": v for k, v in tracking.library_versions().items()},
+    })
+    existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+
+
+def _setup_threads(cfg: Config) -> None:
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+
+
+def train(cfg: Config, evaluator: Evaluator | None = None) -> TrainResult:
+    """Train CycleGAN per ``cfg``; resumable, distributed-aware, tracked."""
+    info = distributed.setup(cfg.train.device)
+    try:
+        return _train(cfg, info, evaluator)
+    finally:
+        distributed.cleanup()
+
+
+def _train(cfg: Config, info: DistInfo, evaluator: Evaluator | None) -> TrainResult:
+    _setup_threads(cfg)
+    out_dir, ckpt_dir = Path(cfg.train.out_dir), Path(cfg.train.out_dir) / "checkpoints"
+    if info.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed + info.rank)
+    model = CycleGAN(cfg, info)
+    start, metrics = _try_resume(cfg, model, info, ckpt_dir)
+    run_id_file = out_dir / tracking.RUN_ID_FILE
+    run_id = run_id_file.read_text().strip() if start and run_id_file.is_file() else None
+    tcfg = cfg.tracking if info.is_main else _disabled(cfg)
+    with tracking.mlflow_run(tcfg, run_name=f"train-{cfg.hash()}", run_id=run_id) as run:
+        if run is not None:
+            run_id_file.write_text(run.info.run_id)
+            _log_params(cfg, info)
+        loop = _Loop(cfg, info, model, out_dir, ckpt_dir, evaluator, metrics)
+        result = loop.run(start)
+        result.mlflow_run_id = run.info.run_id if run is not None else None
+        if run is not None:
+            _log_final(result)
+    return result
+
+
+def _disabled(cfg: Config) -> Any:
+    from dataclasses import replace
+
+    return replace(cfg.tracking, enabled=False)
+
+
+def _log_final(result: TrainResult) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(result.last_checkpoint), "checkpoints")
+    if result.best_checkpoint is not None:
+        mlflow.log_artifact(str(result.best_checkpoint), "checkpoints")
+        mlflow.set_tag("best_checkpoint", str(result.best_checkpoint))
+    mlflow.set_tag("last_checkpoint", str(result.last_checkpoint))
+    for w in result.warnings:
+        mlflow.set_tag("warning", w[:500])
+
+
+class _Loop:
+    """The step loop; split out of ``train`` so each piece fits on a screen."""
+
+    def __init__(self, cfg: Config, info: DistInfo, model: CycleGAN, out_dir: Path,
+                 ckpt_dir: Path, evaluator: Evaluator | None, metrics: dict[str, Any]) -> None:
+        self.cfg, self.info, self.model, self.evaluator = cfg, info, model, evaluator
+        self.out_dir, self.ckpt_dir = out_dir, ckpt_dir
+        self.metrics = metrics  # best_score / best_step survive resume
+        self.monitor = CollapseMonitor(cfg.train.collapse_window)
+        self.global_batch = cfg.train.batch_size * info.world_size
+        self.samples = (fixed_samples(cfg, "A"), fixed_samples(cfg, "B"))
+
+    def _trim_log(self, start: int) -> None:
+        """Drop log lines past the resumed step: those steps are about to be redone."""
+        path = self.out_dir / "train_log.jsonl"
+        if not path.is_file():
+            return
+        keep = [ln for ln in path.read_text().splitlines()
+                if ln.strip() and json.loads(ln)["step"] <= start]
+        path.write_text("".join(f"{ln}\n" for ln in keep))
+
+    def _log(self, step: int, losses: dict[str, float], ips: float) -> None:
+        record = {"step": step, "lr": self.model.lr(), "images_per_s": ips, **losses}
+        with open(self.out_dir / "train_log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.cfg.tracking.enabled:
+            import mlflow
+
+            mlflow.log_metrics({k: v for k, v in record.items() if k != "step"}, step=step)
+
+    def _sample(self, step: int) -> None:
+        a, b = self.samples
+        if a is None or b is None:
+            return
+        path = sample_grid(self.model.g_ab, self.model.g_ba, a, b,
+                           self.out_dir / "samples" / f"step_{step:08d}.png")
+        if self.cfg.tracking.enabled:
+            import mlflow
+
+            mlflow.log_artifact(str(path), "samples")
+
+    def _evaluate(self, step: int) -> bool:
+        """Score the current generators; True when this step is the new best."""
+        scores = self.evaluator(self.model.g_ab, self.model.g_ba)  # type: ignore[misc]
+        self.metrics.setdefault("history", []).append({"step": step, **scores})
+        if self.cfg.tracking.enabled:
+            import mlflow
+
+            mlflow.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step=step)
+        best = self.metrics.get("best_score")
+        if best is not None and scores["score"] >= best:
+            return False
+        self.metrics.update(best_score=scores["score"], best_step=step)
+        log.info("step %d: new best checkpoint (score %.4f)", step, scores["score"])
+        return True
+
+    def _checkpoint(self, step: int) -> Path:
+        every = self.cfg.train.eval_every
+        due = self.evaluator is not None and every > 0 and (
+            step % every == 0 or step == self.cfg.train.steps)
+        is_best = self._evaluate(step) if due else False
+        path = _save(self.cfg, self.model, self.ckpt_dir, step, self.metrics)
+        if is_best:
+            ckpt.link_as(path, self.ckpt_dir / "best.pt")
+            if self.cfg.tracking.enabled:
+                import mlflow
+
+                mlflow.set_tag("best_step", str(step))
+        return path
+
+    def run(self, start: int) -> TrainResult:
+        cfg, info, tc = self.cfg, self.info, self.cfg.train
+        if info.is_main:
+            log.info("world size %d, per-process batch %d, global batch %d, device %s",
+                     info.world_size, tc.batch_size, self.global_batch, info.device)
+        if info.is_main:
+            self._trim_log(start)
+        it_a = domain_loader(cfg, info, "train", "A", start)
+        it_b = domain_loader(cfg, info, "train", "B", start)
+        bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not info.is_main,
+                   desc=f"train (batch {tc.batch_size}x{info.world_size})", dynamic_ncols=True)
+        losses: dict[str, float] = {}
+        last_path = ckpt.latest_checkpoint(self.ckpt_dir) if start else None
+        t0, done, ips = time.perf_counter(), 0, 0.0
+        for step in bar:
+            try:
+                losses = self.model.train_step(next(it_a), next(it_b))
+            except NonFiniteLossError as e:
+                bar.close()
+                msg = f"stopped at step {step + 1}: {e}; last good checkpoint: {last_path}"
+                raise NonFiniteLossError(msg) from e
+            losses = distributed.mean_across_ranks(info, losses)
+            done += 1
+            n = step + 1
+            ips = done * self.global_batch / (time.perf_counter() - t0)
+            if not info.is_main:
+                continue
+            self.monitor.update(n, losses)
+            bar.set_postfix(G=f"{losses['G']:.3f}", D=f"{losses['D']:.3f}", ips=f"{ips:.1f}")
+            if n % tc.log_every == 0 or n == tc.steps:
+                self._log(n, losses, ips)
+            if n % tc.sample_every == 0 or n == tc.steps:
+                self._sample(n)
+            if n % tc.checkpoint_every == 0 or n == tc.steps:
+                last_path = self._checkpoint(n)
+        distributed.barrier(info)
+        return self._result(start, losses, ips, last_path)
+
+    def _finish_files(self, last_path: Path | None) -> None:
+        """Make last.pt/best.pt point at the right step files (DVC may have removed them)."""
+        best, last = self.ckpt_dir / "best.pt", self.ckpt_dir / "last.pt"
+        if last_path is None:
+            return
+        if not last.exists():
+            ckpt.link_as(last_path, last)
+        best_step = self.metrics.get("best_step")
+        best_file = self.ckpt_dir / f"step_{best_step:08d}.pt" if best_step else None
+        if not best.exists():
+            # no evaluator (or its file was rotated away): the last checkpoint is the best known
+            ckpt.link_as(best_file if best_file and best_file.exists() else last_path, best)
+        report.write_outputs(self.out_dir, self.cfg.tracking.enabled)
+
+    def _result(self, start: int, losses: dict[str, float], ips: float,
+                last_path: Path | None) -> TrainResult:
+        best = self.ckpt_dir / "best.pt"
+        if self.info.is_main:
+            self._finish_files(last_path)
+        return TrainResult(
+            out_dir=self.out_dir, steps=self.cfg.train.steps, global_batch=self.global_batch,
+            last_checkpoint=self.ckpt_dir / "last.pt",
+            best_checkpoint=best if best.exists() else None, final_losses=losses,
+            images_per_s=ips, resumed_from=start, best_score=self.metrics.get("best_score"),
+            warnings=list(self.monitor.warnings),
+        )
