@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from tests.train_utils import cli_env, make_synth, net_weights, tiny_params, write_params
 
 

@@ -254,11 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except Exception as e:  # noqa: BLE001 - only user errors are caught below
-        if isinstance(e, _user_errors()):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
+    except _user_errors() as e:  # evaluated after the step ran, so its error types are loaded
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
