@@ -164,3 +164,30 @@ def test_changed_config_does_not_resume_and_keeps_old_checkpoints(synth: Path,
     assert result.resumed_from == 0
     stale = list((tmp_path / "run" / "checkpoints").glob("stale-*/step_00000003.pt"))
     assert len(stale) == 1
+
+
+def test_in_training_evaluation_picks_and_tags_best(synth: Path, tmp_path: Path) -> None:
+    scores = iter([3.0, 1.0, 2.0])
+    calls: list[int] = []
+
+    def evaluator(g_ab: torch.nn.Module, g_ba: torch.nn.Module) -> dict[str, float]:
+        calls.append(1)
+        return {"score": next(scores)}
+
+    cfg = tiny_cfg(tmp_path, synth, train={"steps": 6, "checkpoint_every": 2, "eval_every": 2})
+    result = train(cfg, evaluator=evaluator)
+    assert len(calls) == 3 and result.best_score == 1.0
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    assert (ckpt_dir / "best.pt").samefile(ckpt_dir / "step_00000004.pt")
+    assert (ckpt_dir / "last.pt").samefile(ckpt_dir / "step_00000006.pt")
+    state = torch.load(ckpt_dir / "best.pt", weights_only=True)
+    assert state["metrics"]["best_step"] == 4
+    assert [h["step"] for h in state["metrics"]["history"]] == [2, 4]
+
+
+def test_default_evaluator_is_the_weight_free_quick_score(synth: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(tmp_path, synth, train={"steps": 2, "checkpoint_every": 2, "eval_every": 2})
+    result = train(cfg)
+    state = torch.load(result.best_checkpoint, weights_only=True)
+    entry = state["metrics"]["history"][0]
+    assert entry["score"] == pytest.approx(entry["l1_to_gt"]) and entry["l1_to_gt"] > 0

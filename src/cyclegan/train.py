@@ -173,11 +173,28 @@ def _setup_threads(cfg: Config) -> None:
         torch.set_num_threads(cfg.train.threads)
 
 
+def default_evaluator(cfg: Config, info: DistInfo) -> Evaluator | None:
+    """The weight-free quick score (L1 to ground truth, else cycle L1 + domain accuracy)."""
+    if not cfg.train.eval_every or not info.is_main:
+        return None
+    if not (Path(cfg.data.processed_dir) / "testA").is_dir():
+        log.warning("train.eval_every is set but %s has no test split: checkpoints are not "
+                    "scored and best.pt is the last checkpoint", cfg.data.processed_dir)
+        return None
+    from cyclegan.evaluation.quick import quick_score
+
+    return lambda g_ab, g_ba: quick_score(g_ab, g_ba, cfg.data.processed_dir, info.device)
+
+
 def train(cfg: Config, evaluator: Evaluator | None = None) -> TrainResult:
-    """Train CycleGAN per ``cfg``; resumable, distributed-aware, tracked."""
+    """Train CycleGAN per ``cfg``; resumable, distributed-aware, tracked.
+
+    ``evaluator`` scores the generators every ``train.eval_every`` steps (lower is better) to
+    pick ``best.pt``; by default the weight-free quick score is used.
+    """
     info = distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, info, evaluator)
+        return _train(cfg, info, evaluator or default_evaluator(cfg, info))
     finally:
         distributed.cleanup()
 

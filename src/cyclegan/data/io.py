@@ -1,0 +1,223 @@
+"""Reading images the way real datasets hand them to us: any mode, any orientation, any name.
+
+Every unreadable file becomes an :class:`UnreadableImage` (a :class:`DataError`) carrying a short
+``reason``, so callers can skip it and list it in a report instead of crashing a training run or
+feeding garbage to a model. The decompression-bomb guard runs on the header, before any pixel
+buffer is allocated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from cyclegan.data.errors import DataError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
+)
+
+_PIL_LIMIT_LOCK = threading.Lock()
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+class UnreadableImage(DataError):
+    """One file cannot be used as an image; ``reason`` is the short text a report lists."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the file was before conversion (reports show the original mode and format)."""
+
+    width: int
+    height: int
+    mode: str
+    format: str
+
+
+def is_image_name(path: Path) -> bool:
+    """An image extension and not a hidden/AppleDouble file (``.DS_Store``, ``._x.jpg``)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def list_files(folder: str | Path) -> list[Path]:
+    """Every visible regular file directly in ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder} (expected a directory of images)")
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly in ``folder`` (by extension), sorted by name for reproducibility."""
+    return [p for p in list_files(folder) if is_image_name(p)]
+
+
+@contextmanager
+def _pillow_limit(max_pixels: int | None) -> Iterator[None]:
+    """Turn Pillow's bomb warning into an error; raise its global cap only when ours is larger."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        current = Image.MAX_IMAGE_PIXELS
+        if max_pixels is None or current is None or max_pixels <= current:
+            yield
+            return
+        with _PIL_LIMIT_LOCK:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+            try:
+                yield
+            finally:
+                Image.MAX_IMAGE_PIXELS = current
+
+
+def _bomb_reason(pixels: int | str, limit: int | None) -> str:
+    where = (
+        f"the limit of {limit} (data.max_image_pixels)"
+        if limit
+        else f"Pillow's limit of {Image.MAX_IMAGE_PIXELS} (PIL.Image.MAX_IMAGE_PIXELS)"
+    )
+    return f"decompression bomb guard: {pixels} pixels exceeds {where}"
+
+
+def _open_checked(path: Path, min_size: int, max_pixels: int | None) -> Image.Image:
+    """Open lazily (header only) and apply the size guards before decoding pixels."""
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise UnreadableImage(path, f"cannot read file: {e.strerror or e}") from e
+    if size == 0:
+        raise UnreadableImage(path, "empty file (0 bytes)")
+    try:
+        with _pillow_limit(max_pixels):
+            im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        m = _BOMB_PIXELS.search(str(e))
+        pixels = m.group(1) if m else "too many"
+        raise UnreadableImage(path, _bomb_reason(pixels, max_pixels)) from e
+    except Image.UnidentifiedImageError as e:
+        raise UnreadableImage(path, "not an image (Pillow cannot identify the file)") from e
+    except Exception as e:  # any plugin error means "unusable file"
+        raise UnreadableImage(path, f"corrupt image header: {e}") from e
+    w, h = im.size
+    if max_pixels is not None and w * h > max_pixels:
+        im.close()
+        raise UnreadableImage(path, _bomb_reason(w * h, max_pixels))
+    if min(w, h) < min_size:
+        im.close()
+        raise UnreadableImage(
+            path, f"too small: {w}x{h} px (minimum {min_size} px per side, data.min_image_size)"
+        )
+    return im
+
+
+def _high_bit_to_l(im: Image.Image) -> Image.Image:
+    """16/32-bit integer or float grey -> 8-bit L, scaling instead of Pillow's clipping."""
+    arr = np.asarray(im)
+    if im.mode == "F":
+        scale = 255.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 1.0
+        out = np.nan_to_num(arr.astype(np.float64) * scale)
+    elif im.mode.startswith("I;16") or float(arr.max(initial=0)) > 255:
+        out = arr.astype(np.float64) / 257.0
+    else:
+        out = arr.astype(np.float64)
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB; transparency is composited on white (what viewers show)."""
+    if im.mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if im.mode in ("F",) or im.mode.startswith("I"):
+        im = _high_bit_to_l(im)
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _oriented(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a broken EXIF block is ignored (the pixels are still fine)."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # malformed EXIF from cameras/editors is common in the wild
+        return im
+
+
+def load_image_info(
+    path: str | Path, min_size: int = 1, max_pixels: int | None = None
+) -> tuple[Image.Image, ImageInfo]:
+    """Decode fully (catching truncation), apply EXIF orientation, convert to RGB."""
+    path = Path(path)
+    im = _open_checked(path, min_size, max_pixels)
+    mode, fmt = im.mode, im.format or "unknown"
+    try:
+        with im:
+            im.load()
+            rgb = to_rgb(_oriented(im))
+            rgb.load()
+    except MemoryError as e:
+        raise UnreadableImage(path, "out of memory while decoding") from e
+    except Exception as e:  # truncation surfaces as many types
+        raise UnreadableImage(path, f"corrupt image data: {e}") from e
+    return rgb, ImageInfo(rgb.width, rgb.height, mode, fmt)
+
+
+def load_image(path: str | Path, min_size: int = 1, max_pixels: int | None = None) -> Image.Image:
+    """An RGB image, or :class:`UnreadableImage` (a ``DataError``) saying why not."""
+    return load_image_info(path, min_size, max_pixels)[0]
+
+
+@contextmanager
+def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder in a hidden sibling, then swap it in: a killed run leaves ``out`` as it was.
+
+    Refuses a non-empty ``out`` unless ``overwrite``. The staging folder is removed on any error.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} exists and is not a folder; choose another output path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DataError(
+            f"{out} already exists and is not empty; "
+            "pass overwrite=True (--overwrite) to replace it"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    stage.chmod(0o755)  # mkdtemp makes 0700; the published folder should read like any other
+    try:
+        yield stage
+        if not out.exists():
+            os.replace(stage, out)
+        else:
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / out.name)
+            try:
+                os.replace(stage, out)
+            except OSError:
+                os.replace(trash / out.name, out)
+                raise
+            finally:
+                shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
