@@ -30,13 +30,25 @@ import torch
 def _config(args: argparse.Namespace) -> Any:
     from cyclegan.config import config_from_dict
 
-    return config_from_dict({
-        "model": {"generator": args.generator, "discriminator": "patchgan", "ngf": args.ngf,
-                  "ndf": args.ndf},
-        "loss": {"gan_mode": "lsgan"},
-        "train": {"batch_size": args.batch, "amp": args.amp, "channels_last": args.channels_last,
-                  "compile": args.compile, "steps": 10_000, "device": args.device},
-    })
+    return config_from_dict(
+        {
+            "model": {
+                "generator": args.generator,
+                "discriminator": "patchgan",
+                "ngf": args.ngf,
+                "ndf": args.ndf,
+            },
+            "loss": {"gan_mode": "lsgan"},
+            "train": {
+                "batch_size": args.batch,
+                "amp": args.amp,
+                "channels_last": args.channels_last,
+                "compile": args.compile,
+                "steps": 10_000,
+                "device": args.device,
+            },
+        }
+    )
 
 
 def count_flops(model: Any, a: torch.Tensor, b: torch.Tensor) -> int:
@@ -76,14 +88,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     med = statistics.median(times)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB (Linux: KiB)
     out = {
-        "generator": args.generator, "size": args.size, "batch_per_process": args.batch,
-        "world_size": info.world_size, "amp": args.amp, "channels_last": args.channels_last,
-        "compile": args.compile, "threads": torch.get_num_threads(), "device": str(info.device),
-        "median_s_per_iter": med, "min_s_per_iter": min(times),
+        "generator": args.generator,
+        "size": args.size,
+        "batch_per_process": args.batch,
+        "world_size": info.world_size,
+        "amp": args.amp,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "threads": torch.get_num_threads(),
+        "device": str(info.device),
+        "median_s_per_iter": med,
+        "min_s_per_iter": min(times),
         "images_per_s": args.batch * info.world_size / med,
-        "peak_rss_gib": peak_rss, "flops_per_iter": flops * info.world_size,
+        "peak_rss_gib": peak_rss,
+        "flops_per_iter": flops * info.world_size,
         "gflops_per_s": flops * info.world_size / med / 1e9 if flops else None,
-        "torch": torch.__version__, "steps": args.steps,
+        "torch": torch.__version__,
+        "steps": args.steps,
     }
     if info.device.type == "cuda":
         out["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 1024**3
@@ -94,19 +115,40 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def _row(r: dict[str, Any]) -> str:
     prec = r["amp"] + (" + channels_last" if r["channels_last"] else "")
     g = f"{r['gflops_per_s']:.0f}" if r.get("gflops_per_s") else "-"
-    return (f"| {r['generator']} | {r['size']} | {r['batch_per_process']}x{r['world_size']} | "
-            f"{prec} | {r['median_s_per_iter']:.3f} | {r['images_per_s']:.2f} | "
-            f"{r['flops_per_iter'] / 1e12:.3f} | {g} | {r['peak_rss_gib']:.2f} |")
+    return (
+        f"| {r['generator']} | {r['size']} | {r['batch_per_process']}x{r['world_size']} | "
+        f"{prec} | {r['median_s_per_iter']:.3f} | {r['images_per_s']:.2f} | "
+        f"{r['flops_per_iter'] / 1e12:.3f} | {g} | {r['peak_rss_gib']:.2f} |"
+    )
 
 
-HEADER = ("| generator | size | batch×procs | precision | s/iter (median) | images/s | "
-          "TFLOP/iter | GFLOP/s | peak RSS GiB |\n|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| generator | size | batch×procs | precision | s/iter (median) | images/s | "
+    "TFLOP/iter | GFLOP/s | peak RSS GiB |\n|---|---|---|---|---|---|---|---|---|"
+)
 
 
 def _child(args: argparse.Namespace, extra: list[str]) -> dict[str, Any]:
-    base = [sys.executable, __file__, "--generator", args.generator, "--size", str(args.size),
-            "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
-            "--ngf", str(args.ngf), "--ndf", str(args.ndf), "--json", "-"]
+    base = [
+        sys.executable,
+        __file__,
+        "--generator",
+        args.generator,
+        "--size",
+        str(args.size),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--ngf",
+        str(args.ngf),
+        "--ndf",
+        str(args.ndf),
+        "--json",
+        "-",
+    ]
     if args.threads:
         base += ["--threads", str(args.threads)]
     out = subprocess.run(base + extra, check=True, capture_output=True, text=True).stdout
@@ -134,17 +176,27 @@ def main() -> None:
     args = p.parse_args()
 
     if args.sweep:
-        rows = [_child(args, ["--amp", "none"]), _child(args, ["--amp", "bf16"]),
-                _child(args, ["--amp", "bf16", "--channels-last"])]
+        rows = [
+            _child(args, ["--amp", "none"]),
+            _child(args, ["--amp", "bf16"]),
+            _child(args, ["--amp", "bf16", "--channels-last"]),
+        ]
         print(HEADER)
         print("\n".join(_row(r) for r in rows))
         if args.json and args.json != "-":
             Path(args.json).write_text(json.dumps(rows, indent=2))
         return
     if args.nproc > 1 and "RANK" not in os.environ:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc),
-               "--standalone", __file__,
-               *[a for a in sys.argv[1:] if a not in ("--nproc", str(args.nproc))]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(args.nproc),
+            "--standalone",
+            __file__,
+            *[a for a in sys.argv[1:] if a not in ("--nproc", str(args.nproc))],
+        ]
         sys.exit(subprocess.call(cmd))
     result = measure(args)
     if int(os.environ.get("RANK", "0")) != 0:

@@ -59,8 +59,12 @@ def test_defaults_are_frozen_and_hash_is_stable() -> None:
     ],
 )
 def test_bad_values_name_the_dotted_key(raw: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match="^" + message.replace("(", r"\(").replace("[", r"\[")
-                       if "\\" not in message else "^" + message):
+    with pytest.raises(
+        ConfigError,
+        match="^" + message.replace("(", r"\(").replace("[", r"\[")
+        if "\\" not in message
+        else "^" + message,
+    ):
         config_from_dict(raw)
 
 
@@ -73,8 +77,15 @@ def test_int_is_accepted_for_float_but_bool_is_not_a_number() -> None:
 def test_overrides_use_dvc_spelling(tmp_path: Path) -> None:
     p = tmp_path / "params.yaml"
     p.write_text("train:\n  steps: 10\n")
-    cfg = load_config(p, ["train.steps=25", "model.generator=resnet_9blocks", "optim.lr=1e-3",
-                          "export.parity_sizes=[[32, 48]]"])
+    cfg = load_config(
+        p,
+        [
+            "train.steps=25",
+            "model.generator=resnet_9blocks",
+            "optim.lr=1e-3",
+            "export.parity_sizes=[[32, 48]]",
+        ],
+    )
     assert cfg.train.steps == 25
     assert cfg.model.generator == "resnet_9blocks"
     assert cfg.optim.lr == pytest.approx(1e-3)

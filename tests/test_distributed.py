@@ -29,25 +29,57 @@ def _outputs(path: Path, name: str, x: torch.Tensor) -> torch.Tensor:
         return net.eval()(x)
 
 
-def test_ddp_two_processes_equal_single_process_same_global_batch(synth: Path,
-                                                                  tmp_path: Path) -> None:
+def test_ddp_two_processes_equal_single_process_same_global_batch(
+    synth: Path, tmp_path: Path
+) -> None:
     # The history pool is per rank (as in every DDP GAN), so it is off for an exact comparison;
     # augmentation stays on: it is seeded by stream position, not by rank.
     common = {"steps": 4, "checkpoint_every": 4, "sample_every": 100, "log_every": 1}
-    single = write_params(tmp_path / "single.yaml", tiny_params(
-        tmp_path, synth, loss={"pool_size": 0},
-        train={**common, "batch_size": 2, "out_dir": str(tmp_path / "single")}))
-    ddp = write_params(tmp_path / "ddp.yaml", tiny_params(
-        tmp_path, synth, loss={"pool_size": 0},
-        train={**common, "batch_size": 1, "out_dir": str(tmp_path / "ddp")}))
-    run = subprocess.run([sys.executable, "-m", "cyclegan.cli", "train", "--params", str(single)],
-                         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+    single = write_params(
+        tmp_path / "single.yaml",
+        tiny_params(
+            tmp_path,
+            synth,
+            loss={"pool_size": 0},
+            train={**common, "batch_size": 2, "out_dir": str(tmp_path / "single")},
+        ),
+    )
+    ddp = write_params(
+        tmp_path / "ddp.yaml",
+        tiny_params(
+            tmp_path,
+            synth,
+            loss={"pool_size": 0},
+            train={**common, "batch_size": 1, "out_dir": str(tmp_path / "ddp")},
+        ),
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "cyclegan.cli", "train", "--params", str(single)],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--standalone", "--nnodes", "1",
-                "-m", "cyclegan.cli", "train", "--params", str(ddp)]
-    run = subprocess.run(torchrun, cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
-                         timeout=300)
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "-m",
+        "cyclegan.cli",
+        "train",
+        "--params",
+        str(ddp),
+    ]
+    run = subprocess.run(
+        torchrun, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     assert "world size 2, per-process batch 1, global batch 2" in run.stderr
     a_path = tmp_path / "single" / "checkpoints" / "last.pt"

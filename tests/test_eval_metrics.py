@@ -53,8 +53,9 @@ def test_psnr_matches_torchmetrics_and_caps_identical_images() -> None:
 
     g = torch.Generator().manual_seed(1)
     a, b = (torch.rand(4, 3, 16, 16, generator=g) * 2 - 1 for _ in range(2))
-    ref = peak_signal_noise_ratio((b + 1) / 2, (a + 1) / 2, data_range=1.0, reduction="none",
-                                  dim=(1, 2, 3))
+    ref = peak_signal_noise_ratio(
+        (b + 1) / 2, (a + 1) / 2, data_range=1.0, reduction="none", dim=(1, 2, 3)
+    )
     assert M.psnr(a, b).numpy() == pytest.approx(ref.numpy(), abs=1e-3)
     assert M.psnr(a, a).tolist() == [M.PSNR_MAX_DB] * 4  # not +inf: means stay finite
 
@@ -73,16 +74,22 @@ def test_ssim_hand_cases() -> None:
 @pytest.mark.parametrize(
     ("images", "message"),
     [
-        (torch.full((1, 3, 16, 16), 255.0),
-         "x: values must lie in [-1, 1], got [255.000, 255.000] (images in [0, 1] must be mapped "
-         "with x * 2 - 1; [0, 255] with x / 127.5 - 1)"),
+        (
+            torch.full((1, 3, 16, 16), 255.0),
+            "x: values must lie in [-1, 1], got [255.000, 255.000] (images in [0, 1] must be "
+            "mapped with x * 2 - 1; [0, 255] with x / 127.5 - 1)",
+        ),
         (torch.zeros(1, 1, 16, 16), "x: expected images shaped N×3×H×W (RGB), got (1, 1, 16, 16)"),
         (torch.zeros(3, 16, 16), "x: expected images shaped N×3×H×W (RGB), got (3, 16, 16)"),
-        (torch.zeros(1, 3, 16, 16, dtype=torch.uint8),
-         "x: expected float images in [-1, 1], got dtype torch.uint8 (convert uint8 with "
-         "x / 127.5 - 1)"),
-        (torch.full((1, 3, 16, 16), float("nan")),
-         "x: contains NaN or inf values (a diverged generator?)"),
+        (
+            torch.zeros(1, 3, 16, 16, dtype=torch.uint8),
+            "x: expected float images in [-1, 1], got dtype torch.uint8 (convert uint8 with "
+            "x / 127.5 - 1)",
+        ),
+        (
+            torch.full((1, 3, 16, 16), float("nan")),
+            "x: contains NaN or inf values (a diverged generator?)",
+        ),
         (torch.zeros(0, 3, 16, 16), "x: the batch is empty (no images to score)"),
         ([1, 2], "x: expected a torch.Tensor of images, got list"),
     ],
@@ -94,8 +101,11 @@ def test_bad_images_are_rejected_with_a_message(images: object, message: str) ->
 
 
 def test_size_mismatch_and_too_small_for_ssim() -> None:
-    with pytest.raises(EvalError, match=r"l1 input and l1 reference must have the same shape, "
-                       r"got \(1, 3, 16, 16\) and \(1, 3, 8, 8\)"):
+    with pytest.raises(
+        EvalError,
+        match=r"l1 input and l1 reference must have the same shape, "
+        r"got \(1, 3, 16, 16\) and \(1, 3, 8, 8\)",
+    ):
         M.l1(_const(0.0, 1), _const(0.0, 1, 8))
     with pytest.raises(EvalError, match=r"ssim input: images must be at least 11×11 px, got 8×8"):
         M.ssim(_const(0.0, 1, 8), _const(0.0, 1, 8))
@@ -111,8 +121,12 @@ def test_uint8_conversion_endpoints() -> None:
 
 def test_bootstrap_constant_and_seeded() -> None:
     est = bootstrap_ci([0.3] * 10, resamples=200, ci=0.9, seed=0)
-    assert (est.mean, est.lo, est.hi, est.n) == (pytest.approx(0.3), pytest.approx(0.3),
-                                                 pytest.approx(0.3), 10)
+    assert (est.mean, est.lo, est.hi, est.n) == (
+        pytest.approx(0.3),
+        pytest.approx(0.3),
+        pytest.approx(0.3),
+        10,
+    )
     vals = np.random.default_rng(0).normal(size=50)
     a, b = bootstrap_ci(vals, 500, 0.95, seed=7), bootstrap_ci(vals, 500, 0.95, seed=7)
     c = bootstrap_ci(vals, 500, 0.95, seed=8)
@@ -229,8 +243,10 @@ def test_quick_score_values_speed_and_modes(synth64: Path) -> None:
     ident_ab.train()
     ident_ba.eval()
     out = quick_score(ident_ab, ident_ba, synth64, "cpu", max_images=40)
-    expected = (_files_l1(synth64 / "testA", synth64 / "testA_gt")
-                + _files_l1(synth64 / "testB", synth64 / "testB_gt")) / 2
+    expected = (
+        _files_l1(synth64 / "testA", synth64 / "testA_gt")
+        + _files_l1(synth64 / "testB", synth64 / "testB_gt")
+    ) / 2
     assert out["l1_to_gt"] == pytest.approx(expected, abs=1e-6)  # float32 pixels
     assert out["cycle_l1"] == 0.0
     assert out["score"] == out["l1_to_gt"]

@@ -46,8 +46,10 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for step in (3, 6):
         torch.manual_seed(step)
         nets = {n: build_generator(cfg.model).state_dict() for n in ("G_AB", "G_BA")}
-        save_checkpoint(root / "run" / "checkpoints" / f"step_{step:08d}.pt",
-                        {"config": cfg.to_dict(), "step": step, "nets": nets})
+        save_checkpoint(
+            root / "run" / "checkpoints" / f"step_{step:08d}.pt",
+            {"config": cfg.to_dict(), "step": step, "nets": nets},
+        )
     shutil.copy(root / "run/checkpoints/step_00000006.pt", root / "run/checkpoints/best.pt")
     return root
 
@@ -59,9 +61,15 @@ def _raw(root: Path, **evaluate_keys: Any) -> dict[str, Any]:
         "model": {"ngf": 8, "ndf": 8},
         "train": {"out_dir": str(root / "run"), "device": "cpu", "threads": 1},
         "tracking": {"enabled": False, "uri": f"sqlite:///{root / 'mlflow.db'}"},
-        "evaluate": {"out_dir": str(root / "metrics"), "report_dir": str(root / "report"),
-                     "classifier_steps": 20, "bootstrap": 200, "download": False,
-                     "lpips_net": "squeeze", **evaluate_keys},
+        "evaluate": {
+            "out_dir": str(root / "metrics"),
+            "report_dir": str(root / "report"),
+            "classifier_steps": 20,
+            "bootstrap": 200,
+            "download": False,
+            "lpips_net": "squeeze",
+            **evaluate_keys,
+        },
     }
 
 
@@ -99,8 +107,9 @@ def test_step_outputs_numbers_and_mlflow(
 ) -> None:
     import mlflow
 
-    cfg = _cfg(bench, tracking=True, out_dir=str(tmp_path / "metrics"),
-               report_dir=str(tmp_path / "report"))
+    cfg = _cfg(
+        bench, tracking=True, out_dir=str(tmp_path / "metrics"), report_dir=str(tmp_path / "report")
+    )
     mlflow.set_tracking_uri(cfg.tracking.uri)
     mlflow.set_experiment(cfg.tracking.experiment)
     with mlflow.start_run() as train_run:  # what `cyclegan train` leaves behind
@@ -117,8 +126,12 @@ def test_step_outputs_numbers_and_mlflow(
     assert ab["identity_l1_to_gt"]["mean"] == pytest.approx(ident_l1, abs=1e-6)
     assert ab["l1_to_gt_gain"]["mean"] == pytest.approx(ident_l1 - model_l1, abs=1e-5)
     mean_b = np.mean([_pixels(p) for p in sorted((bench / "data/trainB").glob("*.png"))], axis=0)
-    mean_l1 = np.mean([np.abs(mean_b - _pixels(p)).mean()
-                       for p in sorted((bench / "data/testA_gt").glob("*.png"))])
+    mean_l1 = np.mean(
+        [
+            np.abs(mean_b - _pixels(p)).mean()
+            for p in sorted((bench / "data/testA_gt").glob("*.png"))
+        ]
+    )
     assert ab["mean_target_l1_to_gt"]["mean"] == pytest.approx(mean_l1, abs=1e-6)
     assert ab["l1_to_gt_gain_vs_mean"]["mean"] == pytest.approx(mean_l1 - model_l1, abs=1e-5)
     for key in ("l1_to_gt", "psnr_to_gt", "ssim_to_gt", "cycle_l1", "domain_acc"):
@@ -130,8 +143,10 @@ def test_step_outputs_numbers_and_mlflow(
 
     # skipped weight-based metrics: recorded and printed with the full message
     err = capsys.readouterr().err
-    skipped = ("FID/KID skipped (evaluate.require_weights=false): FID/KID Inception-v3 weights "
-               "(TF 2015-12-05 port) not found")
+    skipped = (
+        "FID/KID skipped (evaluate.require_weights=false): FID/KID Inception-v3 weights "
+        "(TF 2015-12-05 port) not found"
+    )
     assert any(n.startswith(skipped) for n in res.notes)
     assert "Supply it in one of three ways" in err and "LPIPS skipped" in err
 
@@ -213,8 +228,15 @@ def test_fid_kid_lpips_end_to_end_with_local_weights(bench: Path, tmp_path: Path
 
     inception = write_inception(tmp_path / "inception.pth")
     write_backbone("squeeze", tmp_path / "torch/hub/checkpoints/squeezenet1_1-b8a52dc0.pth")
-    cfg = _cfg(bench, inception_weights=str(inception), max_images=3, curve=False,
-               require_weights=True, out_dir=str(tmp_path / "m"), report_dir=str(tmp_path / "r"))
+    cfg = _cfg(
+        bench,
+        inception_weights=str(inception),
+        max_images=3,
+        curve=False,
+        require_weights=True,
+        out_dir=str(tmp_path / "m"),
+        report_dir=str(tmp_path / "r"),
+    )
     res = evaluate(cfg)
     ab = res.metrics["AtoB"]
     assert math.isfinite(ab["fid"]["value"]) and ab["fid"]["value"] > 0
@@ -245,14 +267,23 @@ def test_onnx_export_scores_like_the_checkpoint(bench: Path, tmp_path: Path) -> 
     for d in ("AtoB", "BtoA"):
         for key in ("l1_to_gt", "cycle_l1"):
             assert onnx.metrics[d][key]["mean"] == pytest.approx(
-                torch_res.metrics[d][key]["mean"], abs=1e-4)
+                torch_res.metrics[d][key]["mean"], abs=1e-4
+            )
 
 
 def test_real_dataset_weight_free_and_classifier(
     bench: Path, sunflower: Path, tmp_path: Path
 ) -> None:
-    cfg = _cfg(bench, max_images=10, classifier_steps=60, curve=False, fid=False, lpips=False,
-               out_dir=str(tmp_path / "m"), report_dir=str(tmp_path / "r"))
+    cfg = _cfg(
+        bench,
+        max_images=10,
+        classifier_steps=60,
+        curve=False,
+        fid=False,
+        lpips=False,
+        out_dir=str(tmp_path / "m"),
+        report_dir=str(tmp_path / "r"),
+    )
     res = evaluate(cfg, model=bench / "run/checkpoints/best.pt", data=sunflower)
     ab = res.metrics["AtoB"]
     assert "l1_to_gt" not in ab  # no ground truth on real data

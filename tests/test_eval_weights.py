@@ -91,12 +91,18 @@ def test_reference_url_and_name_match_torch_fidelity() -> None:
 
 
 def test_explicit_path_missing_wrong_or_unsafe(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match=r"^evaluate.inception_weights=/nope/w.pth: file not "
-                       r"found.\nFID/KID Inception-v3 weights .* not found"):
+    with pytest.raises(
+        WeightsError,
+        match=r"^evaluate.inception_weights=/nope/w.pth: file not "
+        r"found.\nFID/KID Inception-v3 weights .* not found",
+    ):
         resolve_weights(INCEPTION, "/nope/w.pth")
     squeeze = write_backbone("squeeze", tmp_path / "squeeze.pth")
-    with pytest.raises(WeightsError, match=r"squeeze.pth: not FID/KID Inception-v3 weights .*"
-                       r"Missing key\(s\) in state_dict"):
+    with pytest.raises(
+        WeightsError,
+        match=r"squeeze.pth: not FID/KID Inception-v3 weights .*"
+        r"Missing key\(s\) in state_dict",
+    ):
         fidmod.load_inception(explicit=str(squeeze))
 
     class Code:  # a pickle that would run code: refused by weights_only loading
@@ -139,8 +145,11 @@ def test_s3_uri_downloads_once_into_the_hub_cache(
     client.delete_object(Bucket="weights", Key=f"fid/{FILENAME}")
     again = resolve_weights(INCEPTION, f"s3://weights/fid/{FILENAME}", download=False)
     assert again.source == "hub-cache"  # no second download (the object is gone)
-    with pytest.raises(WeightsError, match=r"evaluate.inception_weights=s3://weights/nope.pth: "
-                       r"cannot read s3://weights/nope.pth \(endpoint http://127.0.0.1"):
+    with pytest.raises(
+        WeightsError,
+        match=r"evaluate.inception_weights=s3://weights/nope.pth: "
+        r"cannot read s3://weights/nope.pth \(endpoint http://127.0.0.1",
+    ):
         resolve_weights(INCEPTION, "s3://weights/nope.pth")
 
 
@@ -218,7 +227,9 @@ def test_lpips_matches_torchmetrics_and_checks_range(_isolated: Path) -> None:
     proto = scorer.protocol()
     assert proto["input"] == "float RGB in [-1, 1], normalize=False"
     assert (proto["backbone"]["weights_source"], proto["linear"]["weights_source"]) == (
-        "hub-cache", "package")
+        "hub-cache",
+        "package",
+    )
     assert proto["linear"]["weights_official"] is True
     msg = r"lpips input: values must lie in \[-1, 1\], got \[200.000, 200.000\]"
     with pytest.raises(EvalError, match=msg):
@@ -226,11 +237,17 @@ def test_lpips_matches_torchmetrics_and_checks_range(_isolated: Path) -> None:
 
 
 def test_lpips_backbone_wrong_file_and_missing(tmp_path: Path, inception_file: Path) -> None:
-    with pytest.raises(WeightsError, match=r"not LPIPS alex backbone weights .*missing keys "
-                       r"\['features.0.weight'"):
+    with pytest.raises(
+        WeightsError,
+        match=r"not LPIPS alex backbone weights .*missing keys "
+        r"\['features.0.weight'",
+    ):
         load_lpips("alex", backbone_weights=str(inception_file))
-    with pytest.raises(WeightsError, match=r"LPIPS vgg backbone weights \(torchvision vgg16, "
-                       r"ImageNet\) not found: vgg16-397923af.pth"):
+    with pytest.raises(
+        WeightsError,
+        match=r"LPIPS vgg backbone weights \(torchvision vgg16, "
+        r"ImageNet\) not found: vgg16-397923af.pth",
+    ):
         load_lpips("vgg", download=False)
     with pytest.raises(WeightsError, match=r"evaluate.lpips_net: must be one of"):
         load_lpips("resnet", download=False)

@@ -24,8 +24,15 @@ TINY = {
     "preprocess": {"size": 32},
     "transforms": {"load_size": 32, "crop_size": 32},
     "model": {"ngf": 8, "ndf": 8},
-    "train": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "sample_every": 2,
-              "eval_every": 2, "log_every": 1, "threads": 1},
+    "train": {
+        "steps": 4,
+        "batch_size": 2,
+        "checkpoint_every": 2,
+        "sample_every": 2,
+        "eval_every": 2,
+        "log_every": 1,
+        "threads": 1,
+    },
     "evaluate": {"bootstrap": 50, "classifier_steps": 20, "report_images": 2},
     "export": {"parity_sizes": [[32, 32], [48, 32]]},
 }
@@ -40,7 +47,8 @@ def _merge(base: dict, over: dict) -> dict:
 
 def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, f"{' '.join(args)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    out = f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    assert res.returncode == 0, f"{' '.join(args)} failed:\n{out}"
     return res
 
 
@@ -56,8 +64,11 @@ def repo(tmp_path: Path) -> Path:
     params = _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = _env()
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
+    ):
         _run(cmd, repo, env)
     return repo
 

@@ -44,15 +44,25 @@ def test_sampler_splits_one_stream_across_ranks() -> None:
     assert [p for pair in zip(r0, r1, strict=True) for p in pair] == single
     # every epoch is a permutation of all indices; epochs are shuffled differently
     assert sorted(i for _, i in single[:5]) == [0, 1, 2, 3, 4]
-    resumed = take(DistributedStreamSampler(5, seed=3, rank=0, world_size=1, batch_size=2,
-                                            start_step=2), 4)
+    resumed = take(
+        DistributedStreamSampler(5, seed=3, rank=0, world_size=1, batch_size=2, start_step=2), 4
+    )
     assert resumed == single[4:8]
 
 
 def test_short_run_learns_logs_and_draws(synth: Path, tmp_path: Path) -> None:
-    cfg = tiny_cfg(tmp_path, synth, train={"steps": 40, "log_every": 5, "sample_every": 20,
-                                           "checkpoint_every": 20, "out_dir": str(tmp_path / "r")},
-                   tracking={"enabled": True})
+    cfg = tiny_cfg(
+        tmp_path,
+        synth,
+        train={
+            "steps": 40,
+            "log_every": 5,
+            "sample_every": 20,
+            "checkpoint_every": 20,
+            "out_dir": str(tmp_path / "r"),
+        },
+        tracking={"enabled": True},
+    )
     result = train(cfg)
     lines = (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()
     log = [json.loads(line) for line in lines]
@@ -76,27 +86,38 @@ def test_short_run_learns_logs_and_draws(synth: Path, tmp_path: Path) -> None:
     assert run.data.metrics["cycle_A"] == pytest.approx(last["cycle_A"])
     history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "G")
     assert len(history) == 8
-    arts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id,
-                                                                         "samples")}
+    arts = {
+        a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "samples")
+    }
     assert "samples/step_00000040.png" in arts
 
 
 def test_unreachable_tracking_server_fails_fast(synth: Path, tmp_path: Path) -> None:
-    cfg = tiny_cfg(tmp_path, synth, tracking={"enabled": True, "uri": "http://127.0.0.1:9",
-                                              "timeout_s": 2.0})
+    cfg = tiny_cfg(
+        tmp_path, synth, tracking={"enabled": True, "uri": "http://127.0.0.1:9", "timeout_s": 2.0}
+    )
     t0 = time.perf_counter()
-    with pytest.raises(TrackingError, match=r"MLflow tracking server http://127.0.0.1:9 is "
-                                            r"unreachable"):
+    with pytest.raises(
+        TrackingError,
+        match=r"MLflow tracking server http://127.0.0.1:9 is "
+        r"unreachable",
+    ):
         train(cfg)
     assert time.perf_counter() - t0 < 30
     assert not list((tmp_path / "run").glob("checkpoints/*.pt"))  # failed before training
 
 
 def test_nan_stops_run_with_last_good_checkpoint(synth: Path, tmp_path: Path) -> None:
-    cfg = tiny_cfg(tmp_path, synth, optim={"lr": 1e30}, loss={"pool_size": 0},
-                   train={"steps": 20, "checkpoint_every": 1})
-    with pytest.raises(NonFiniteLossError, match="loss is not finite; .*last good checkpoint: "
-                                                 ".*step_0000000"):
+    cfg = tiny_cfg(
+        tmp_path,
+        synth,
+        optim={"lr": 1e30},
+        loss={"pool_size": 0},
+        train={"steps": 20, "checkpoint_every": 1},
+    )
+    with pytest.raises(
+        NonFiniteLossError, match="loss is not finite; .*last good checkpoint: .*step_0000000"
+    ):
         train(cfg)
     ckpts = sorted((tmp_path / "run" / "checkpoints").glob("step_*.pt"))
     assert ckpts, "the steps before the NaN were checkpointed"
@@ -105,17 +126,26 @@ def test_nan_stops_run_with_last_good_checkpoint(synth: Path, tmp_path: Path) ->
 
 
 def _train_cli(params: Path, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cyclegan.cli", "train", "--params",
-                             str(params)], cwd=cwd, env=cli_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cyclegan.cli", "train", "--params", str(params)],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def test_sigkill_then_resume_is_bit_identical(synth: Path, tmp_path: Path) -> None:
     common = {"steps": 16, "checkpoint_every": 2, "sample_every": 100, "log_every": 1}
-    ref = write_params(tmp_path / "ref.yaml", tiny_params(
-        tmp_path, synth, train={**common, "out_dir": str(tmp_path / "ref")}))
-    killed = write_params(tmp_path / "kill.yaml", tiny_params(
-        tmp_path, synth, train={**common, "out_dir": str(tmp_path / "kill")}))
+    ref = write_params(
+        tmp_path / "ref.yaml",
+        tiny_params(tmp_path, synth, train={**common, "out_dir": str(tmp_path / "ref")}),
+    )
+    killed = write_params(
+        tmp_path / "kill.yaml",
+        tiny_params(tmp_path, synth, train={**common, "out_dir": str(tmp_path / "kill")}),
+    )
     proc = _train_cli(ref, tmp_path)
     assert proc.wait(timeout=300) == 0, proc.stdout.read()
 
@@ -157,8 +187,9 @@ def test_torn_latest_checkpoint_falls_back(synth: Path, tmp_path: Path) -> None:
     assert (ckpt_dir / "step_00000006.pt").is_file()
 
 
-def test_changed_config_does_not_resume_and_keeps_old_checkpoints(synth: Path,
-                                                                  tmp_path: Path) -> None:
+def test_changed_config_does_not_resume_and_keeps_old_checkpoints(
+    synth: Path, tmp_path: Path
+) -> None:
     train(tiny_cfg(tmp_path, synth, train={"steps": 3}))
     result = train(tiny_cfg(tmp_path, synth, train={"steps": 3}, optim={"lr": 1e-4}))
     assert result.resumed_from == 0

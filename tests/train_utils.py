@@ -31,9 +31,17 @@ def tiny_params(tmp: Path, data_root: Path, **sections: dict[str, Any]) -> dict[
         "data": {"processed_dir": str(data_root)},
         "transforms": {"load_size": 36, "crop_size": 32, "flip_prob": 0.5},
         "model": {"generator": "resnet_6blocks", "ngf": 8, "ndf": 8},
-        "train": {"steps": 6, "batch_size": 2, "out_dir": str(tmp / "run"), "log_every": 1,
-                  "sample_every": 3, "checkpoint_every": 3, "keep_last": 10, "eval_every": 0,
-                  "threads": 1},
+        "train": {
+            "steps": 6,
+            "batch_size": 2,
+            "out_dir": str(tmp / "run"),
+            "log_every": 1,
+            "sample_every": 3,
+            "checkpoint_every": 3,
+            "keep_last": 10,
+            "eval_every": 0,
+            "threads": 1,
+        },
         "tracking": {"enabled": False, "uri": f"sqlite:///{tmp / 'mlflow.db'}"},
     }
     for name, values in sections.items():
@@ -60,8 +68,14 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(args: list[str], cwd: Path, **kw: Any) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cyclegan.cli", *args], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "cyclegan.cli", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        **kw,
+    )
 
 
 def net_weights(ckpt_path: Path) -> dict[str, torch.Tensor]:

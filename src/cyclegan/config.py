@@ -370,7 +370,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         _check(len(value) == len(args), key, f"must have {len(args)} items, got {len(value)}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        pairs = enumerate(zip(value, args, strict=True))
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in pairs)
     if tp is type(None):
         _check(value is None, key, f"must be null, got {value!r}")
         return None

@@ -43,10 +43,21 @@ from cyclegan.evaluation.weights import WeightsError
 
 TRAIN_MAX_IMAGES = 2000  # per domain, for the classifier and the mean-image baseline
 CURVE_KEYS = ("l1_to_gt", "cycle_l1", "domain_acc")
-SUMMARY_KEYS = ("l1_to_gt", "identity_l1_to_gt", "l1_to_gt_gain", "mean_target_l1_to_gt",
-                "l1_to_gt_gain_vs_mean", "domain_acc",
-                "identity_domain_acc", "domain_acc_gain", "cycle_l1", "lpips_content",
-                "lpips_to_gt", "fid", "kid")
+SUMMARY_KEYS = (
+    "l1_to_gt",
+    "identity_l1_to_gt",
+    "l1_to_gt_gain",
+    "mean_target_l1_to_gt",
+    "l1_to_gt_gain_vs_mean",
+    "domain_acc",
+    "identity_domain_acc",
+    "domain_acc_gain",
+    "cycle_l1",
+    "lpips_content",
+    "lpips_to_gt",
+    "fid",
+    "kid",
+)
 
 
 @dataclass
@@ -167,8 +178,9 @@ def load_train(cfg: Config, root: Path, size: int) -> dict[str, Tensor] | None:
 def fit_classifier(cfg: Config, train: dict[str, Tensor] | None) -> TrainedClassifier | None:
     if cfg.evaluate.classifier_steps == 0 or train is None:
         return None
-    return train_classifier(train["A"], train["B"], steps=cfg.evaluate.classifier_steps,
-                            seed=cfg.evaluate.seed)
+    return train_classifier(
+        train["A"], train["B"], steps=cfg.evaluate.classifier_steps, seed=cfg.evaluate.seed
+    )
 
 
 def classifier_metrics(cfg: Config, clf: TrainedClassifier, data: _Data) -> dict[str, Any]:
@@ -197,16 +209,30 @@ def optional(cfg: Config, what: str, build: Any, notes: list[str]) -> Any:
 
 
 def score_directions(
-    cfg: Config, data: _Data, g_ab: Generator, g_ba: Generator, device: torch.device,
-    clf: TrainedClassifier | None, lpips: LpipsScorer | None, target_means: dict[str, Tensor],
+    cfg: Config,
+    data: _Data,
+    g_ab: Generator,
+    g_ba: Generator,
+    device: torch.device,
+    clf: TrainedClassifier | None,
+    lpips: LpipsScorer | None,
+    target_means: dict[str, Tensor],
 ) -> tuple[list[Direction], dict[str, dict[str, np.ndarray]]]:
     """Translate both test sets and compute every per-image metric."""
     gens = {"A": g_ab, "B": g_ba}
     dirs, per_image = [], {}
     for name, (src, dst) in DIRECTIONS.items():
         gt = data.gt[src]
-        d = run_direction(name, data.test[src].images, data.test[src].names, gens[src], gens[dst],
-                          None if gt is None else gt.images, cfg.evaluate.batch_size, device)
+        d = run_direction(
+            name,
+            data.test[src].images,
+            data.test[src].names,
+            gens[src],
+            gens[dst],
+            None if gt is None else gt.images,
+            cfg.evaluate.batch_size,
+            device,
+        )
         d.target_mean = target_means.get(dst)
         values = weight_free(d, clf)
         if lpips is not None:
@@ -221,17 +247,24 @@ def set_metrics(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """FID/KID of translations vs the real target set, and of the untranslated inputs."""
     bs, sub, seed = cfg.evaluate.batch_size, cfg.evaluate.kid_subset_size, cfg.evaluate.seed
-    real = {d.name[0]: ex.features(to_uint8(d.inputs), bs, f"inception real {d.name[0]}")
-            for d in dirs}
+    real = {
+        d.name[0]: ex.features(to_uint8(d.inputs), bs, f"inception real {d.name[0]}") for d in dirs
+    }
     out, proto = {}, {}
     base = fidmod.fid_kid(real["B"], real["A"], sub, seed)  # identity: testA vs testB (symmetric)
     for d in dirs:
         fake = ex.features(to_uint8(d.fake), bs, f"inception {d.name}")
         scores = fidmod.fid_kid(real[d.target], fake, sub, seed)
-        ident = base if d.target == "B" else {**base, "n_real": base["n_fake"],
-                                               "n_fake": base["n_real"]}
-        out[d.name] = {f"{p}{k}": v for p, s in (("", scores), ("identity_", ident))
-                       for k, v in _fid_json(s).items()}
+        ident = (
+            base
+            if d.target == "B"
+            else {**base, "n_real": base["n_fake"], "n_fake": base["n_real"]}
+        )
+        out[d.name] = {
+            f"{p}{k}": v
+            for p, s in (("", scores), ("identity_", ident))
+            for k, v in _fid_json(s).items()
+        }
         proto[d.name] = fidmod.protocol(ex.weights, scores)
         warn = fidmod.small_set_warning(f"{d.name} FID", scores["n_real"], scores["n_fake"])
         if warn:
@@ -243,8 +276,12 @@ def _fid_json(s: dict[str, Any]) -> dict[str, dict[str, float | int]]:
     counts = {"n_real": s["n_real"], "n_fake": s["n_fake"]}
     return {
         "fid": {"value": s["fid"], **counts},
-        "kid": {"mean": s["kid_mean"], "std": s["kid_std"], "subset_size": s["kid_subset_size"],
-                **counts},
+        "kid": {
+            "mean": s["kid_mean"],
+            "std": s["kid_std"],
+            "subset_size": s["kid_subset_size"],
+            **counts,
+        },
     }
 
 
@@ -263,9 +300,16 @@ def checkpoint_curve(
         gens = {"A": g_ab, "B": g_ba}
         for name, (src, dst) in DIRECTIONS.items():
             gt = data.gt[src]
-            d = run_direction(name, data.test[src].images, data.test[src].names, gens[src],
-                              gens[dst], None if gt is None else gt.images,
-                              cfg.evaluate.batch_size, device)
+            d = run_direction(
+                name,
+                data.test[src].images,
+                data.test[src].names,
+                gens[src],
+                gens[dst],
+                None if gt is None else gt.images,
+                cfg.evaluate.batch_size,
+                device,
+            )
             row.update({f"{k}_{name}": v for k, v in means(weight_free(d, clf, False)).items()})
         for key in CURVE_KEYS:
             if f"{key}_AtoB" in row:
@@ -275,8 +319,11 @@ def checkpoint_curve(
 
 
 def assemble_metrics(
-    cfg: Config, data: _Data, per_image: dict[str, dict[str, np.ndarray]],
-    sets: dict[str, dict[str, Any]], clf_metrics: dict[str, Any],
+    cfg: Config,
+    data: _Data,
+    per_image: dict[str, dict[str, np.ndarray]],
+    sets: dict[str, dict[str, Any]],
+    clf_metrics: dict[str, Any],
 ) -> dict[str, Any]:
     """eval.json: numbers only, every score with its sample count."""
     e = cfg.evaluate
@@ -293,8 +340,13 @@ def assemble_metrics(
 
 
 def build_protocol(
-    cfg: Config, header: dict[str, str], clf: TrainedClassifier | None, lpips: LpipsScorer | None,
-    fid_proto: dict[str, Any], data: _Data, notes: list[str],
+    cfg: Config,
+    header: dict[str, str],
+    clf: TrainedClassifier | None,
+    lpips: LpipsScorer | None,
+    fid_proto: dict[str, Any],
+    data: _Data,
+    notes: list[str],
 ) -> dict[str, Any]:
     from cyclegan import tracking
 
@@ -305,14 +357,20 @@ def build_protocol(
         "versions": tracking.library_versions(),
         "weight_free": {
             "input": f"RGB resized to {data.size}x{data.size} (bicubic), mapped to [0, 1]",
-            "l1": "mean absolute error on [0, 1]", "psnr": "data_range=1, capped at 100 dB",
+            "l1": "mean absolute error on [0, 1]",
+            "psnr": "data_range=1, capped at 100 dB",
             "ssim": "torchmetrics gaussian window 11, sigma 1.5, data_range=1",
             "mean_target_baseline": f"per-pixel mean of up to {TRAIN_MAX_IMAGES} target-domain "
-                                    "training images at the same size",
+            "training images at the same size",
             "n": {name: len(data.test[name[0]]) for name in DIRECTIONS},
         },
-        "bootstrap": {"method": "percentile", "resamples": e.bootstrap, "ci": e.ci,
-                      "seed": e.seed, "gains": "paired (same images), positive = beats identity"},
+        "bootstrap": {
+            "method": "percentile",
+            "resamples": e.bootstrap,
+            "ci": e.ci,
+            "seed": e.seed,
+            "gains": "paired (same images), positive = beats identity",
+        },
         "classifier": clf.protocol() if clf else "disabled (evaluate.classifier_steps=0)",
         "lpips": lpips.protocol() if lpips else "skipped or disabled (see notes)",
         "fid_kid": fid_proto or "skipped or disabled (see notes)",
@@ -322,8 +380,13 @@ def build_protocol(
 
 
 def write_outputs(
-    cfg: Config, metrics: dict[str, Any], protocol: dict[str, Any], dirs: list[Direction],
-    per_image: dict[str, dict[str, np.ndarray]], curve: list[dict[str, Any]], notes: list[str],
+    cfg: Config,
+    metrics: dict[str, Any],
+    protocol: dict[str, Any],
+    dirs: list[Direction],
+    per_image: dict[str, dict[str, np.ndarray]],
+    curve: list[dict[str, Any]],
+    notes: list[str],
     header: dict[str, str],
 ) -> dict[str, Path]:
     out, rep = Path(cfg.evaluate.out_dir), Path(cfg.evaluate.report_dir)
@@ -364,8 +427,12 @@ def _train_run_id(cfg: Config, model: Path) -> str | None:
 
 
 def log_to_mlflow(
-    cfg: Config, model: Path, metrics: dict[str, Any], curve: list[dict[str, Any]],
-    paths: dict[str, Path], header: dict[str, str],
+    cfg: Config,
+    model: Path,
+    metrics: dict[str, Any],
+    curve: list[dict[str, Any]],
+    paths: dict[str, Path],
+    header: dict[str, str],
 ) -> str | None:
     """Metrics (``eval.*``), the checkpoint curve, tags and every output file as artefacts."""
     if not cfg.tracking.enabled:
@@ -375,22 +442,27 @@ def log_to_mlflow(
     from cyclegan import tracking
     from cyclegan.config import flatten
 
-    numbers = {f"eval.{k}": float(v) for k, v in flatten(metrics).items()
-               if isinstance(v, int | float) and not isinstance(v, bool)}
+    numbers = {
+        f"eval.{k}": float(v)
+        for k, v in flatten(metrics).items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
     with tracking.mlflow_run(cfg.tracking, "evaluate", _train_run_id(cfg, model)) as run:
         mlflow.log_metrics(numbers)
         for row in curve:
             step = int(row["step"])
-            mlflow.log_metrics({f"eval_curve.{k}": float(v) for k, v in row.items()
-                                if k != "step"}, step=step)
+            mlflow.log_metrics(
+                {f"eval_curve.{k}": float(v) for k, v in row.items() if k != "step"}, step=step
+            )
         mlflow.set_tags({f"eval.{k}": str(v)[:500] for k, v in header.items()})
         for key, path in paths.items():
             mlflow.log_artifact(str(path), "eval/report" if key in ("png", "html") else "eval")
         return run.info.run_id
 
 
-def evaluate(cfg: Config, model: str | Path | None = None, data: str | Path | None = None
-             ) -> EvalResult:
+def evaluate(
+    cfg: Config, model: str | Path | None = None, data: str | Path | None = None
+) -> EvalResult:
     """Score ``model`` (default best.pt, else last.pt) on ``data`` (default processed_dir)."""
     before = torch.get_num_threads()
     if cfg.train.threads > 0:
@@ -413,11 +485,28 @@ def _evaluate(cfg: Config, model: str | Path | None, data: str | Path | None) ->
         raise EvalError(f"--model {model_path}: not found (a .pt checkpoint or an ONNX folder)")
     root = Path(data) if data else Path(cfg.data.processed_dir)
     device, notes, e = pick_device(cfg), [], cfg.evaluate
-    lpips = optional(cfg, "LPIPS", lambda: load_lpips(
-        e.lpips_net, device, e.lpips_backbone_weights, e.lpips_weights, e.download), notes
-    ) if e.lpips else None
-    inception = optional(cfg, "FID/KID", lambda: fidmod.load_inception(
-        None, device, e.inception_weights, e.download), notes) if e.fid else None
+    lpips = (
+        optional(
+            cfg,
+            "LPIPS",
+            lambda: load_lpips(
+                e.lpips_net, device, e.lpips_backbone_weights, e.lpips_weights, e.download
+            ),
+            notes,
+        )
+        if e.lpips
+        else None
+    )
+    inception = (
+        optional(
+            cfg,
+            "FID/KID",
+            lambda: fidmod.load_inception(None, device, e.inception_weights, e.download),
+            notes,
+        )
+        if e.fid
+        else None
+    )
     dataset = load_data(cfg, root)
     g_ab, g_ba, kind = load_translators(model_path, device)
     train = load_train(cfg, root, dataset.size)
@@ -428,10 +517,15 @@ def _evaluate(cfg: Config, model: str | Path | None, data: str | Path | None) ->
     curve = checkpoint_curve(cfg, model_path, dataset, clf, device)
     clf_metrics = classifier_metrics(cfg, clf, dataset) if clf else {}
     metrics = assemble_metrics(cfg, dataset, per_image, sets, clf_metrics)
-    header = {"model": str(model_path), "model_kind": kind, "data": str(root),
-              "image_size": str(dataset.size), "device": str(device),
-              "git_commit": tracking.git_commit(),
-              "date": datetime.now(UTC).isoformat(timespec="seconds")}
+    header = {
+        "model": str(model_path),
+        "model_kind": kind,
+        "data": str(root),
+        "image_size": str(dataset.size),
+        "device": str(device),
+        "git_commit": tracking.git_commit(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     protocol = build_protocol(cfg, header, clf, lpips, fid_proto, dataset, notes)
     paths = write_outputs(cfg, metrics, protocol, dirs, per_image, curve, notes, header)
     run_id = log_to_mlflow(cfg, model_path, metrics, curve, paths, header)

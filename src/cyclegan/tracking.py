@@ -45,12 +45,18 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
             "tracking.uri, or set tracking.enabled=false to train without tracking."
         ) from e
     if r.status_code >= 500:
-        raise TrackingError(f"MLflow tracking server {uri} answered HTTP {r.status_code} on /health")
+        raise TrackingError(
+            f"MLflow tracking server {uri} answered HTTP {r.status_code} on /health"
+        )
 
 
-def _sqlite_parent(uri: str) -> None:
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+def _artifact_location(uri: str) -> str | None:
+    """For a sqlite store, artefacts go beside the database (not into ./mlruns of the cwd)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri[len("sqlite:///") :]).expanduser().resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return (db.parent / "mlartifacts").as_uri()
 
 
 def setup(cfg: TrackingConfig) -> None:
@@ -58,13 +64,15 @@ def setup(cfg: TrackingConfig) -> None:
     import mlflow
 
     check_reachable(cfg.uri, cfg.timeout_s)
-    _sqlite_parent(cfg.uri)
+    artifacts = _artifact_location(cfg.uri)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(cfg.timeout_s)))
     mlflow.set_tracking_uri(cfg.uri)
     try:
+        if artifacts and mlflow.get_experiment_by_name(cfg.experiment) is None:
+            mlflow.create_experiment(cfg.experiment, artifact_location=artifacts)
         mlflow.set_experiment(cfg.experiment)
-    except Exception as e:  # noqa: BLE001 - MLflow raises many types; all mean "can't use it"
+    except Exception as e:  # MLflow raises many types; all mean "cannot use this store"
         raise TrackingError(f"cannot use MLflow store {cfg.uri}: {e}") from e
 
 

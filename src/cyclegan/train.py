@@ -32,9 +32,19 @@ from cyclegan.training.step import CycleGAN, NonFiniteLossError
 log = logging.getLogger("cyclegan.train")
 
 # Keys that may change between a checkpoint and a resumed run (how long and how it is watched).
-RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
-                  "train.keep_last", "train.eval_every", "train.num_workers", "train.resume",
-                  "tracking.", "evaluate.", "export.")
+RESUMABLE_KEYS = (
+    "train.steps",
+    "train.log_every",
+    "train.sample_every",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.eval_every",
+    "train.num_workers",
+    "train.resume",
+    "tracking.",
+    "evaluate.",
+    "export.",
+)
 
 Evaluator = Callable[[torch.nn.Module, torch.nn.Module], dict[str, float]]
 
@@ -103,8 +113,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _try_resume(cfg: Config, model: CycleGAN, info: DistInfo,
-                ckpt_dir: Path) -> tuple[int, dict[str, Any]]:
+def _try_resume(
+    cfg: Config, model: CycleGAN, info: DistInfo, ckpt_dir: Path
+) -> tuple[int, dict[str, Any]]:
     """Load the newest intact checkpoint of the same training config; (step, metrics).
 
     Checkpoints of a different training config are moved aside (never deleted) by rank 0.
@@ -118,8 +129,13 @@ def _try_resume(cfg: Config, model: CycleGAN, info: DistInfo,
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             stale = ckpt_dir / f"stale-{old_cfg.hash()}"
-            log.warning("checkpoints in %s were made with a different config (%s); moving them "
-                        "to %s and starting from step 0", ckpt_dir, ", ".join(diff[:8]), stale)
+            log.warning(
+                "checkpoints in %s were made with a different config (%s); moving them "
+                "to %s and starting from step 0",
+                ckpt_dir,
+                ", ".join(diff[:8]),
+                stale,
+            )
     distributed.barrier(info)  # every rank has read before rank 0 moves anything
     if stale is not None:
         if info.is_main:
@@ -156,14 +172,16 @@ def _log_params(cfg: Config, info: DistInfo) -> None:
     import mlflow
 
     params = {k: str(v)[:500] for k, v in flatten(cfg.to_dict()).items()}
-    params.update({
-        "git_commit": tracking.git_commit(),
-        "data_hash": tracking.dvc_data_hash(cfg.data.processed_dir),
-        "device": str(info.device),
-        "world_size": info.world_size,
-        "global_batch": cfg.train.batch_size * info.world_size,
-        **{f"version.{k}": v for k, v in tracking.library_versions().items()},
-    })
+    params.update(
+        {
+            "git_commit": tracking.git_commit(),
+            "data_hash": tracking.dvc_data_hash(cfg.data.processed_dir),
+            "device": str(info.device),
+            "world_size": info.world_size,
+            "global_batch": cfg.train.batch_size * info.world_size,
+            **{f"version.{k}": v for k, v in tracking.library_versions().items()},
+        }
+    )
     existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
     mlflow.log_params({k: v for k, v in params.items() if k not in existing})
 
@@ -178,8 +196,11 @@ def default_evaluator(cfg: Config, info: DistInfo) -> Evaluator | None:
     if not cfg.train.eval_every or not info.is_main:
         return None
     if not (Path(cfg.data.processed_dir) / "testA").is_dir():
-        log.warning("train.eval_every is set but %s has no test split: checkpoints are not "
-                    "scored and best.pt is the last checkpoint", cfg.data.processed_dir)
+        log.warning(
+            "train.eval_every is set but %s has no test split: checkpoints are not "
+            "scored and best.pt is the last checkpoint",
+            cfg.data.processed_dir,
+        )
         return None
     from cyclegan.evaluation.quick import quick_score
 
@@ -243,8 +264,16 @@ def _log_final(result: TrainResult) -> None:
 class _Loop:
     """The step loop; split out of ``train`` so each piece fits on a screen."""
 
-    def __init__(self, cfg: Config, info: DistInfo, model: CycleGAN, out_dir: Path,
-                 ckpt_dir: Path, evaluator: Evaluator | None, metrics: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        info: DistInfo,
+        model: CycleGAN,
+        out_dir: Path,
+        ckpt_dir: Path,
+        evaluator: Evaluator | None,
+        metrics: dict[str, Any],
+    ) -> None:
         self.cfg, self.info, self.model, self.evaluator = cfg, info, model, evaluator
         self.out_dir, self.ckpt_dir = out_dir, ckpt_dir
         self.metrics = metrics  # best_score / best_step survive resume
@@ -257,8 +286,11 @@ class _Loop:
         path = self.out_dir / "train_log.jsonl"
         if not path.is_file():
             return
-        keep = [ln for ln in path.read_text().splitlines()
-                if ln.strip() and json.loads(ln)["step"] <= start]
+        keep = [
+            ln
+            for ln in path.read_text().splitlines()
+            if ln.strip() and json.loads(ln)["step"] <= start
+        ]
         path.write_text("".join(f"{ln}\n" for ln in keep))
 
     def _log(self, step: int, losses: dict[str, float], ips: float) -> None:
@@ -274,8 +306,13 @@ class _Loop:
         a, b = self.samples
         if a is None or b is None:
             return
-        path = sample_grid(self.model.g_ab, self.model.g_ba, a, b,
-                           self.out_dir / "samples" / f"step_{step:08d}.png")
+        path = sample_grid(
+            self.model.g_ab,
+            self.model.g_ba,
+            a,
+            b,
+            self.out_dir / "samples" / f"step_{step:08d}.png",
+        )
         if self.cfg.tracking.enabled:
             import mlflow
 
@@ -298,8 +335,11 @@ class _Loop:
 
     def _checkpoint(self, step: int) -> Path:
         every = self.cfg.train.eval_every
-        due = self.evaluator is not None and every > 0 and (
-            step % every == 0 or step == self.cfg.train.steps)
+        due = (
+            self.evaluator is not None
+            and every > 0
+            and (step % every == 0 or step == self.cfg.train.steps)
+        )
         is_best = self._evaluate(step) if due else False
         path = _save(self.cfg, self.model, self.ckpt_dir, step, self.metrics)
         if is_best:
@@ -313,14 +353,25 @@ class _Loop:
     def run(self, start: int) -> TrainResult:
         cfg, info, tc = self.cfg, self.info, self.cfg.train
         if info.is_main:
-            log.info("world size %d, per-process batch %d, global batch %d, device %s",
-                     info.world_size, tc.batch_size, self.global_batch, info.device)
+            log.info(
+                "world size %d, per-process batch %d, global batch %d, device %s",
+                info.world_size,
+                tc.batch_size,
+                self.global_batch,
+                info.device,
+            )
         if info.is_main:
             self._trim_log(start)
         it_a = domain_loader(cfg, info, "train", "A", start)
         it_b = domain_loader(cfg, info, "train", "B", start)
-        bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not info.is_main,
-                   desc=f"train (batch {tc.batch_size}x{info.world_size})", dynamic_ncols=True)
+        bar = tqdm(
+            range(start, tc.steps),
+            initial=start,
+            total=tc.steps,
+            disable=not info.is_main,
+            desc=f"train (batch {tc.batch_size}x{info.world_size})",
+            dynamic_ncols=True,
+        )
         losses: dict[str, float] = {}
         last_path = ckpt.latest_checkpoint(self.ckpt_dir) if start else None
         t0, done, ips = time.perf_counter(), 0, 0.0
@@ -362,15 +413,21 @@ class _Loop:
             ckpt.link_as(best_file if best_file and best_file.exists() else last_path, best)
         report.write_outputs(self.out_dir, self.cfg.tracking.enabled)
 
-    def _result(self, start: int, losses: dict[str, float], ips: float,
-                last_path: Path | None) -> TrainResult:
+    def _result(
+        self, start: int, losses: dict[str, float], ips: float, last_path: Path | None
+    ) -> TrainResult:
         best = self.ckpt_dir / "best.pt"
         if self.info.is_main:
             self._finish_files(last_path)
         return TrainResult(
-            out_dir=self.out_dir, steps=self.cfg.train.steps, global_batch=self.global_batch,
+            out_dir=self.out_dir,
+            steps=self.cfg.train.steps,
+            global_batch=self.global_batch,
             last_checkpoint=self.ckpt_dir / "last.pt",
-            best_checkpoint=best if best.exists() else None, final_losses=losses,
-            images_per_s=ips, resumed_from=start, best_score=self.metrics.get("best_score"),
+            best_checkpoint=best if best.exists() else None,
+            final_losses=losses,
+            images_per_s=ips,
+            resumed_from=start,
+            best_score=self.metrics.get("best_score"),
             warnings=list(self.monitor.warnings),
         )

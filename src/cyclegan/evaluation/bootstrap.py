@@ -83,7 +83,11 @@ def bootstrap_ci(
 
 
 def paired_difference(
-    a: object, b: object, resamples: int = 1000, ci: float = 0.95, seed: int = 0,
+    a: object,
+    b: object,
+    resamples: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
     name: str = "difference",
 ) -> Estimate:
     """Mean of ``a - b`` over the same images, with a paired bootstrap interval."""

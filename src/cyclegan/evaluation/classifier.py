@@ -40,10 +40,17 @@ class DomainClassifier(nn.Module):
         super().__init__()
         w = width
         self.body = nn.Sequential(
-            nn.Conv2d(3, w, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(w, 2 * w, 4, 2, 1), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2),
-            nn.Conv2d(2 * w, 4 * w, 4, 2, 1), nn.BatchNorm2d(4 * w), nn.LeakyReLU(0.2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, 1),
+            nn.Conv2d(3, w, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(w, 2 * w, 4, 2, 1),
+            nn.BatchNorm2d(2 * w),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * w, 4 * w, 4, 2, 1),
+            nn.BatchNorm2d(4 * w),
+            nn.LeakyReLU(0.2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4 * w, 1),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -69,8 +76,10 @@ class TrainedClassifier:
         check_images(x, "classifier input")
         self.model.eval()
         with one_thread():
-            out = [torch.sigmoid(self.model(x[i : i + batch_size].float().cpu())).double()
-                   for i in range(0, len(x), batch_size)]
+            out = [
+                torch.sigmoid(self.model(x[i : i + batch_size].float().cpu())).double()
+                for i in range(0, len(x), batch_size)
+            ]
         return torch.cat(out)
 
     def assigned(self, x: Tensor, domain: str) -> Tensor:
@@ -84,10 +93,15 @@ class TrainedClassifier:
         return {
             "model": "DomainClassifier(width=16): 3 strided convs, GAP, linear",
             "trained_on": "trainA (label A) vs trainB (label B), random horizontal flips",
-            "steps": self.steps, "seed": self.seed, "batch_size": self.batch_size,
-            "optimizer": "Adam lr 2e-3, betas (0.5, 0.999)", "threads": 1,
-            "n_train_A": self.n_train_a, "n_train_B": self.n_train_b,
-            "train_acc": self.train_acc, "device": "cpu",
+            "steps": self.steps,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "optimizer": "Adam lr 2e-3, betas (0.5, 0.999)",
+            "threads": 1,
+            "n_train_A": self.n_train_a,
+            "n_train_B": self.n_train_b,
+            "train_acc": self.train_acc,
+            "device": "cpu",
         }
 
 
@@ -104,8 +118,9 @@ def train_classifier(
         )
     with one_thread():
         model, loss = _fit(torch.cat([a, b]).float().cpu(), len(a), steps, seed, batch_size)
-    clf = TrainedClassifier(model.eval(), steps, seed, len(a), len(b), 0.0, float(loss.detach()),
-                            batch_size)
+    clf = TrainedClassifier(
+        model.eval(), steps, seed, len(a), len(b), 0.0, float(loss.detach()), batch_size
+    )
     hits = torch.cat([clf.assigned(a, "A"), clf.assigned(b, "B")])
     clf.train_acc = float(hits.mean())
     return clf

@@ -67,8 +67,10 @@ class InceptionExtractor:
 
 
 def load_inception(
-    weights: ResolvedWeights | None = None, device: str | torch.device = "cpu",
-    explicit: str = "", download: bool = True,
+    weights: ResolvedWeights | None = None,
+    device: str | torch.device = "cpu",
+    explicit: str = "",
+    download: bool = True,
 ) -> InceptionExtractor:
     """Build the extractor from a local file (resolving it first when ``weights`` is None)."""
     from torchmetrics.image.fid import NoTrainInceptionV3
@@ -77,14 +79,15 @@ def load_inception(
     load_state_dict_file(weights)  # weights_only check before torch-fidelity unpickles it
     try:
         net = NoTrainInceptionV3(
-            name="inception-v3-compat", features_list=[str(FEATURE_DIM)],
-            feature_extractor_weights_path=str(weights.path), antialias=False,
+            name="inception-v3-compat",
+            features_list=[str(FEATURE_DIM)],
+            feature_extractor_weights_path=str(weights.path),
+            antialias=False,
         )
     except RuntimeError as e:  # load_state_dict: missing/unexpected keys, wrong shapes
         detail = " ".join(line.strip() for line in str(e).splitlines()[1:]) or str(e)
         raise WeightsError(
-            f"{weights.path}: not {INCEPTION.what} ({detail[:300]}). "
-            f"Expected {INCEPTION.filename}."
+            f"{weights.path}: not {INCEPTION.what} ({detail[:300]}). Expected {INCEPTION.filename}."
         ) from e
     device = torch.device(device)
     return InceptionExtractor(net.to(device), weights, device)
@@ -114,8 +117,12 @@ def fid_kid(
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
     return {
-        "fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
-        "n_real": n_real, "n_fake": n_fake, "kid_subset_size": subset,
+        "fid": float(fid.compute()),
+        "kid_mean": float(kid_mean),
+        "kid_std": float(kid_std),
+        "n_real": n_real,
+        "n_fake": n_fake,
+        "kid_subset_size": subset,
     }
 
 
@@ -140,8 +147,12 @@ def protocol(weights: ResolvedWeights, scores: dict[str, Any]) -> dict[str, Any]
         "extractor": f"torch-fidelity {version('torch-fidelity')} InceptionV3, pool3 2048-d",
         "input": "uint8 RGB [0, 255]",
         "resize": RESIZE,
-        "kid": {"subsets": KID_SUBSETS, "subset_size": scores.get("kid_subset_size"),
-                "degree": 3, "coef": 1.0},
+        "kid": {
+            "subsets": KID_SUBSETS,
+            "subset_size": scores.get("kid_subset_size"),
+            "degree": 3,
+            "coef": 1.0,
+        },
         "n_real": scores.get("n_real"),
         "n_fake": scores.get("n_fake"),
         **weights.protocol(),

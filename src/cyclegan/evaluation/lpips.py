@@ -81,7 +81,7 @@ def _load_backbone(backbone: nn.Module, weights: ResolvedWeights) -> None:
     check_state_dict(sd, reference, weights)
     for idx, mod in modules.items():
         prefix = f"features.{idx}."
-        mod.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+        mod.load_state_dict({k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)})
 
 
 @dataclass
@@ -118,8 +118,11 @@ class LpipsScorer:
 
 
 def load_lpips(
-    net: str = "alex", device: str | torch.device = "cpu", backbone_weights: str = "",
-    linear_weights: str = "", download: bool = True,
+    net: str = "alex",
+    device: str | torch.device = "cpu",
+    backbone_weights: str = "",
+    linear_weights: str = "",
+    download: bool = True,
 ) -> LpipsScorer:
     """Resolve both files and build torchmetrics' LPIPS network without touching the network."""
     from torchmetrics.functional.image.lpips import _NoTrainLpips
@@ -134,4 +137,3 @@ def load_lpips(
     _load_backbone(model.net, backbone)
     model.eval().requires_grad_(False)
     return LpipsScorer(model.to(device), net, backbone, linear, torch.device(device))
-

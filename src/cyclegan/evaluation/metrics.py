@@ -17,7 +17,12 @@ RANGE_TOL = 1e-3  # float noise allowed outside [-1, 1] (tanh in fp16, ONNX)
 PSNR_MAX_DB = 100.0  # identical images: PSNR is capped here instead of +inf (keeps means finite)
 SSIM_KERNEL = 11  # torchmetrics' Gaussian window; images must be at least this large
 HIGHER_IS_BETTER: dict[str, bool] = {
-    "l1": False, "psnr": True, "ssim": True, "lpips": False, "acc": True, "fid": False,
+    "l1": False,
+    "psnr": True,
+    "ssim": True,
+    "lpips": False,
+    "acc": True,
+    "fid": False,
     "kid": False,
 }
 

@@ -53,7 +53,10 @@ def _classifier(root: str, size: int) -> TrainedClassifier:
 
 
 def quick_score(
-    g_ab: nn.Module, g_ba: nn.Module, data_root: str | Path, device: str | torch.device = "cpu",
+    g_ab: nn.Module,
+    g_ba: nn.Module,
+    data_root: str | Path,
+    device: str | torch.device = "cpu",
     max_images: int = 40,
 ) -> dict[str, float]:
     """Weight-free metrics on the first ``max_images`` test images per domain; key ``score``.
@@ -73,8 +76,16 @@ def quick_score(
             g.eval()
         for name, (src, dst) in DIRECTIONS.items():
             images, gt = sets[src]
-            d = run_direction(name, images.images, images.names, gens[src], gens[dst],
-                              None if gt is None else gt.images, QUICK_BATCH, device)
+            d = run_direction(
+                name,
+                images.images,
+                images.names,
+                gens[src],
+                gens[dst],
+                None if gt is None else gt.images,
+                QUICK_BATCH,
+                device,
+            )
             out.update({f"{k}_{name}": v for k, v in means(weight_free(d, clf, False)).items()})
     finally:
         for k, g in gens.items():

@@ -131,19 +131,28 @@ def _table(title: str, rows: dict[str, Any]) -> str:
         f"<tr><td>{html.escape(k)}</td><td>{_cell(v)}</td><td>{_better(k)}</td></tr>"
         for k, v in rows.items()
     )
-    return (f"<h2>{html.escape(title)}</h2><table><tr><th>metric</th><th>value [CI]</th>"
-            f"<th>better</th></tr>{body}</table>")
+    return (
+        f"<h2>{html.escape(title)}</h2><table><tr><th>metric</th><th>value [CI]</th>"
+        f"<th>better</th></tr>{body}</table>"
+    )
 
 
 def report_html(
-    metrics: dict[str, Any], protocol: dict[str, Any], png: Path | None, path: Path,
-    notes: list[str], header: dict[str, str], curve: list[dict[str, Any]],
+    metrics: dict[str, Any],
+    protocol: dict[str, Any],
+    png: Path | None,
+    path: Path,
+    notes: list[str],
+    header: dict[str, str],
+    curve: list[dict[str, Any]],
 ) -> Path:
     """A standalone HTML page: header, notes, metric tables, image grid, curve, protocol."""
-    parts = ["<html><head><meta charset='utf-8'><title>CycleGAN evaluation</title><style>",
-             "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}",
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}</style></head><body>",
-             "<h1>CycleGAN evaluation</h1><ul>"]
+    parts = [
+        "<html><head><meta charset='utf-8'><title>CycleGAN evaluation</title><style>",
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}",
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}</style></head><body>",
+        "<h1>CycleGAN evaluation</h1><ul>",
+    ]
     parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in header.items()]
     parts.append("</ul>")
     if notes:
@@ -159,8 +168,10 @@ def report_html(
     if curve:
         cols = list(dict.fromkeys(k for r in curve for k in r))
         head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-        rows = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>"
-                       for r in curve)
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in cols) + "</tr>"
+            for r in curve
+        )
         parts.append(f"<h2>Checkpoint curve</h2><table><tr>{head}</tr>{rows}</table>")
     proto = html.escape(json.dumps(protocol, indent=2, sort_keys=True, default=str))
     parts.append(f"<h2>Protocol</h2><pre>{proto}</pre></body></html>")

@@ -42,7 +42,10 @@ GAINS = (
 
 @torch.inference_mode()
 def translate(
-    g: Generator, x: Tensor, batch_size: int = 16, device: str | torch.device = "cpu",
+    g: Generator,
+    x: Tensor,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
     name: str = "generator",
 ) -> Tensor:
     """Run ``g`` over ``x`` in batches; outputs are checked to be finite and in ``[-1, 1]``."""
@@ -75,8 +78,14 @@ class Direction:
 
 
 def run_direction(
-    name: str, inputs: Tensor, names: list[str], fwd: Generator, bwd: Generator,
-    gt: Tensor | None = None, batch_size: int = 16, device: str | torch.device = "cpu",
+    name: str,
+    inputs: Tensor,
+    names: list[str],
+    fwd: Generator,
+    bwd: Generator,
+    gt: Tensor | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
 ) -> Direction:
     """Translate ``inputs`` with ``fwd`` and back with ``bwd``."""
     src, dst = DIRECTIONS[name]
@@ -102,7 +111,8 @@ def weight_free(
     if d.gt is not None:
         out.update(
             identity_l1_to_gt=M.l1(d.inputs, d.gt),
-            psnr_to_gt=M.psnr(d.fake, d.gt), identity_psnr_to_gt=M.psnr(d.inputs, d.gt),
+            psnr_to_gt=M.psnr(d.fake, d.gt),
+            identity_psnr_to_gt=M.psnr(d.inputs, d.gt),
         )
         if d.target_mean is not None:  # "paint the average target image": a far stronger bar
             out["mean_target_l1_to_gt"] = M.l1(d.target_mean.expand_as(d.gt), d.gt)
@@ -130,9 +140,7 @@ def estimates(
     per_image: dict[str, np.ndarray], resamples: int, ci: float, seed: int
 ) -> dict[str, Estimate]:
     """A bootstrap CI for every per-image metric, plus the paired gains over identity."""
-    out = {
-        k: bootstrap_ci(v, resamples, ci, seed, name=k) for k, v in sorted(per_image.items())
-    }
+    out = {k: bootstrap_ci(v, resamples, ci, seed, name=k) for k, v in sorted(per_image.items())}
     for gain, model, base, sign in GAINS:
         if model in per_image and base in per_image:
             out[gain] = paired_difference(

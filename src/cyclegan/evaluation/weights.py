@@ -194,13 +194,16 @@ def load_state_dict_file(resolved: ResolvedWeights) -> dict[str, torch.Tensor]:
 
 
 def check_state_dict(
-    sd: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], resolved: ResolvedWeights,
+    sd: dict[str, torch.Tensor],
+    reference: dict[str, torch.Tensor],
+    resolved: ResolvedWeights,
 ) -> None:
     """Every reference key present with the same shape; else a ``WeightsError`` naming them."""
     missing = [k for k in reference if k not in sd]
     wrong = [
         f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}"
-        for k, v in reference.items() if k in sd and sd[k].shape != v.shape
+        for k, v in reference.items()
+        if k in sd and sd[k].shape != v.shape
     ]
     if missing or wrong:
         detail = (f"missing keys {missing[:3]}" if missing else "") + (

@@ -29,8 +29,9 @@ def write_outputs(out_dir: Path, log_to_mlflow: bool = False) -> dict[str, Path]
         w.writerows(rows)
     last = rows[-1]
     metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps({"step": last["step"], **{k: last[k] for k in keys}},
-                                       indent=2, sort_keys=True))
+    metrics_path.write_text(
+        json.dumps({"step": last["step"], **{k: last[k] for k in keys}}, indent=2, sort_keys=True)
+    )
     png = _plot(rows, out_dir / "loss_curves.png")
     if log_to_mlflow:
         import mlflow
