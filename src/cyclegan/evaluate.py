@@ -101,10 +101,12 @@ def _note(notes: list[str], msg: str) -> None:
 
 def default_model(cfg: Config) -> Path:
     """``<train.out_dir>/checkpoints/best.pt``, else ``last.pt``."""
+    from cyclegan.training.checkpoint import final_checkpoint
+
+    found = final_checkpoint(cfg.train.out_dir)
+    if found is not None:
+        return found
     ckpt = Path(cfg.train.out_dir) / "checkpoints"
-    for name in ("best.pt", "last.pt"):
-        if (ckpt / name).is_file():
-            return ckpt / name
     raise EvalError(
         f"no checkpoint to evaluate: neither {ckpt / 'best.pt'} nor {ckpt / 'last.pt'} exists. "
         "Run `cyclegan train` first or pass --model (a .pt checkpoint or an ONNX folder)"
@@ -208,6 +210,27 @@ def optional(cfg: Config, what: str, build: Any, notes: list[str]) -> Any:
         return None
 
 
+def translate_both(
+    cfg: Config, data: _Data, g_ab: Generator, g_ba: Generator, device: torch.device
+) -> dict[str, Direction]:
+    """A->B on testA and B->A on testB (with reconstructions and ground truth when present)."""
+    gens = {"A": g_ab, "B": g_ba}
+    out = {}
+    for name, (src, dst) in DIRECTIONS.items():
+        gt = data.gt[src]
+        out[name] = run_direction(
+            name,
+            data.test[src].images,
+            data.test[src].names,
+            gens[src],
+            gens[dst],
+            None if gt is None else gt.images,
+            cfg.evaluate.batch_size,
+            device,
+        )
+    return out
+
+
 def score_directions(
     cfg: Config,
     data: _Data,
@@ -219,21 +242,9 @@ def score_directions(
     target_means: dict[str, Tensor],
 ) -> tuple[list[Direction], dict[str, dict[str, np.ndarray]]]:
     """Translate both test sets and compute every per-image metric."""
-    gens = {"A": g_ab, "B": g_ba}
     dirs, per_image = [], {}
-    for name, (src, dst) in DIRECTIONS.items():
-        gt = data.gt[src]
-        d = run_direction(
-            name,
-            data.test[src].images,
-            data.test[src].names,
-            gens[src],
-            gens[dst],
-            None if gt is None else gt.images,
-            cfg.evaluate.batch_size,
-            device,
-        )
-        d.target_mean = target_means.get(dst)
+    for name, d in translate_both(cfg, data, g_ab, g_ba, device).items():
+        d.target_mean = target_means.get(d.target)
         values = weight_free(d, clf)
         if lpips is not None:
             values.update(lpips_metrics(d, lpips, cfg.evaluate.batch_size))
@@ -297,19 +308,7 @@ def checkpoint_curve(
     for step, path in sorted(step_checkpoints(model.parent)):
         _, g_ab, g_ba = load_generators(path, device)
         row: dict[str, Any] = {"step": step}
-        gens = {"A": g_ab, "B": g_ba}
-        for name, (src, dst) in DIRECTIONS.items():
-            gt = data.gt[src]
-            d = run_direction(
-                name,
-                data.test[src].images,
-                data.test[src].names,
-                gens[src],
-                gens[dst],
-                None if gt is None else gt.images,
-                cfg.evaluate.batch_size,
-                device,
-            )
+        for name, d in translate_both(cfg, data, g_ab, g_ba, device).items():
             row.update({f"{k}_{name}": v for k, v in means(weight_free(d, clf, False)).items()})
         for key in CURVE_KEYS:
             if f"{key}_AtoB" in row:

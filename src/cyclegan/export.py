@@ -127,10 +127,12 @@ def _gated_value(row: ParityRow) -> float:
 
 def default_checkpoint(cfg: Config) -> Path:
     """``<train.out_dir>/checkpoints/best.pt``, else ``last.pt``."""
+    from cyclegan.training.checkpoint import final_checkpoint
+
+    found = final_checkpoint(cfg.train.out_dir)
+    if found is not None:
+        return found
     folder = Path(cfg.train.out_dir) / "checkpoints"
-    for name in ("best.pt", "last.pt"):
-        if (folder / name).is_file():
-            return folder / name
     raise ExportError(
         f"no checkpoint to export: neither {folder / 'best.pt'} nor {folder / 'last.pt'} exists. "
         "Train first (`cyclegan train`) or pass --checkpoint PATH"

@@ -272,3 +272,12 @@ def load_generators(path: str | Path, device: Any = "cpu") -> tuple[Config, nn.M
         load_net_state(net, nets[name], what)
         generators.append(net.to(device).eval())
     return cfg, generators[0], generators[1]
+
+
+def final_checkpoint(run_dir: str | Path) -> Path | None:
+    """A finished run's model: ``<run>/checkpoints/best.pt``, else ``last.pt``, else None."""
+    folder = Path(run_dir) / "checkpoints"
+    for name in ("best.pt", "last.pt"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
