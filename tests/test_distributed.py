@@ -97,3 +97,50 @@ def test_ddp_two_processes_equal_single_process_same_global_batch(
         assert torch.allclose(out_a, out_b, atol=1e-4), f"{name} outputs differ"
     # only rank 0 prints the summary
     assert run.stdout.count("trained 4 steps (global batch 2)") == 1
+
+
+def _torchrun(params: Path, cwd: Path) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+        "--nnodes",
+        "1",
+        "-m",
+        "cyclegan.cli",
+        "train",
+        "--params",
+        str(params),
+    ]
+    run = subprocess.run(cmd, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run
+
+
+def test_ddp_resume_restores_every_ranks_pool_and_rng(synth: Path, tmp_path: Path) -> None:
+    # history pools on (per rank); a constant-lr schedule so a 2-step run is a prefix of 4 steps
+    common = {"checkpoint_every": 2, "sample_every": 100, "batch_size": 1}
+
+    def params(name: str, steps: int) -> Path:
+        raw = tiny_params(
+            tmp_path,
+            synth,
+            optim={"schedule": "step", "step_size": 1000},
+            train={**common, "steps": steps, "out_dir": str(tmp_path / name)},
+        )
+        return write_params(tmp_path / f"{name}{steps}.yaml", raw)
+
+    _torchrun(params("straight", 4), tmp_path)
+    _torchrun(params("resumed", 2), tmp_path)
+    state = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
+    assert len(state["ranks"]) == 2
+    assert not torch.equal(state["ranks"][0]["rng"]["torch"], state["ranks"][1]["rng"]["torch"])
+    run = _torchrun(params("resumed", 4), tmp_path)
+    assert "resumed from" in run.stderr
+    a = net_weights(tmp_path / "straight/checkpoints/last.pt")
+    b = net_weights(tmp_path / "resumed/checkpoints/last.pt")
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after a DDP resume"

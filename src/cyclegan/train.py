@@ -147,12 +147,32 @@ def _try_resume(
     if state is None:
         return 0, {}
     model.load_state_dict(state)
-    set_rng_state(state["rng"])
+    own = state
+    ranks = state.get("ranks")
+    if info.distributed and ranks and len(ranks) == info.world_size:
+        own = ranks[info.rank]
+        model.load_rank_state(own)
+    elif info.distributed:
+        log.warning(
+            "checkpoint %s was written by %s process(es), this run has %d: every rank "
+            "starts from rank 0's history pools and RNG state",
+            path,
+            len(ranks) if ranks else 1,
+            info.world_size,
+        )
+    set_rng_state(own["rng"])
     log.info("resumed from %s (step %d)", path, state["step"])
     return int(state["step"]), dict(state.get("metrics", {}))
 
 
-def _save(cfg: Config, model: CycleGAN, ckpt_dir: Path, step: int, metrics: dict) -> Path:
+def _save(
+    cfg: Config, model: CycleGAN, info: DistInfo, ckpt_dir: Path, step: int, metrics: dict
+) -> Path:
+    """Rank 0 writes the checkpoint; in DDP it also holds every rank's pools and RNG states."""
+    path = ckpt_dir / f"step_{step:08d}.pt"
+    ranks = distributed.gather_to_main(info, {**model.rank_state(), "rng": rng_state()})
+    if not info.is_main:
+        return path
     state = {
         "config": cfg.to_dict(),
         "step": step,
@@ -161,7 +181,8 @@ def _save(cfg: Config, model: CycleGAN, ckpt_dir: Path, step: int, metrics: dict
         "metrics": metrics,
         "versions": tracking.library_versions(),
     }
-    path = ckpt_dir / f"step_{step:08d}.pt"
+    if info.distributed:
+        state["ranks"] = ranks
     ckpt.save_checkpoint(path, state)
     ckpt.link_as(path, ckpt_dir / "last.pt")
     ckpt.rotate_checkpoints(ckpt_dir, cfg.train.keep_last)
@@ -336,13 +357,14 @@ class _Loop:
     def _checkpoint(self, step: int) -> Path:
         every = self.cfg.train.eval_every
         due = (
-            self.evaluator is not None
+            self.info.is_main
+            and self.evaluator is not None
             and every > 0
             and (step % every == 0 or step == self.cfg.train.steps)
         )
         is_best = self._evaluate(step) if due else False
-        path = _save(self.cfg, self.model, self.ckpt_dir, step, self.metrics)
-        if is_best:
+        path = _save(self.cfg, self.model, self.info, self.ckpt_dir, step, self.metrics)
+        if is_best and self.info.is_main:
             ckpt.link_as(path, self.ckpt_dir / "best.pt")
             if self.cfg.tracking.enabled:
                 import mlflow
@@ -374,8 +396,8 @@ class _Loop:
         )
         losses: dict[str, float] = {}
         last_path = ckpt.latest_checkpoint(self.ckpt_dir) if start else None
-        t0, done, ips = time.perf_counter(), 0, 0.0
-        for step in bar:
+        t0, ips = time.perf_counter(), 0.0
+        for done, step in enumerate(bar, start=1):
             try:
                 losses = self.model.train_step(next(it_a), next(it_b))
             except NonFiniteLossError as e:
@@ -383,21 +405,23 @@ class _Loop:
                 msg = f"stopped at step {step + 1}: {e}; last good checkpoint: {last_path}"
                 raise NonFiniteLossError(msg) from e
             losses = distributed.mean_across_ranks(info, losses)
-            done += 1
             n = step + 1
             ips = done * self.global_batch / (time.perf_counter() - t0)
-            if not info.is_main:
-                continue
-            self.monitor.update(n, losses)
-            bar.set_postfix(G=f"{losses['G']:.3f}", D=f"{losses['D']:.3f}", ips=f"{ips:.1f}")
-            if n % tc.log_every == 0 or n == tc.steps:
-                self._log(n, losses, ips)
-            if n % tc.sample_every == 0 or n == tc.steps:
-                self._sample(n)
+            if info.is_main:
+                self._watch(n, losses, ips, bar)
             if n % tc.checkpoint_every == 0 or n == tc.steps:
-                last_path = self._checkpoint(n)
+                last_path = self._checkpoint(n)  # every rank: DDP state is gathered to rank 0
         distributed.barrier(info)
         return self._result(start, losses, ips, last_path)
+
+    def _watch(self, n: int, losses: dict[str, float], ips: float, bar: Any) -> None:
+        tc = self.cfg.train
+        self.monitor.update(n, losses)
+        bar.set_postfix(G=f"{losses['G']:.3f}", D=f"{losses['D']:.3f}", ips=f"{ips:.1f}")
+        if n % tc.log_every == 0 or n == tc.steps:
+            self._log(n, losses, ips)
+        if n % tc.sample_every == 0 or n == tc.steps:
+            self._sample(n)
 
     def _finish_files(self, last_path: Path | None) -> None:
         """Make last.pt/best.pt point at the right step files (DVC may have removed them)."""

@@ -8,6 +8,7 @@ The same ``cyclegan train`` runs as one process or under ``torchrun --nproc_per_
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,6 +89,19 @@ def mean_across_ranks(info: DistInfo, values: dict[str, float]) -> dict[str, flo
     dist.all_reduce(t)
     t /= info.world_size
     return dict(zip(keys, t.tolist(), strict=True))
+
+
+def gather_to_main(info: DistInfo, obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` (CPU tensors / plain data) as a list on rank 0; None elsewhere."""
+    if not info.distributed:
+        return [obj]
+    buf = io.BytesIO()
+    torch.save(obj, buf)  # gather_object's own pickling of tensors breaks on torch 2.14
+    out: list[Any] | None = [None] * info.world_size if info.is_main else None
+    dist.gather_object(buf.getvalue(), out, dst=0)
+    if out is None:
+        return None
+    return [torch.load(io.BytesIO(b), map_location="cpu", weights_only=True) for b in out]
 
 
 def wrap(module: nn.Module, info: DistInfo) -> nn.Module:

@@ -194,14 +194,26 @@ class CycleGAN:
 
     # --- checkpoint state ------------------------------------------------------------------
 
+    def rank_state(self) -> dict[str, Any]:
+        """What differs between DDP ranks: the history pools and the penalty RNG."""
+        return {
+            "pools": {"A": self.pool_a.state_dict(), "B": self.pool_b.state_dict()},
+            "gp_rng": self.gp_gen.get_state(),
+        }
+
+    def load_rank_state(self, state: dict[str, Any]) -> None:
+        self.pool_a.load_state_dict(state["pools"]["A"])
+        self.pool_b.load_state_dict(state["pools"]["B"])
+        self.gp_gen.set_state(state["gp_rng"])
+
     def state_dict(self) -> dict[str, Any]:
+        """Shared state (identical on every rank after each step) plus this rank's own."""
         return {
             "nets": {k: v.state_dict() for k, v in self.nets.items()},
             "optimizers": {"G": self.opt_g.state_dict(), "D": self.opt_d.state_dict()},
             "schedulers": {"G": self.sched_g.state_dict(), "D": self.sched_d.state_dict()},
             "scaler": self.scaler.state_dict(),
-            "pools": {"A": self.pool_a.state_dict(), "B": self.pool_b.state_dict()},
-            "gp_rng": self.gp_gen.get_state(),
+            **self.rank_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -213,6 +225,4 @@ class CycleGAN:
         self.sched_d.load_state_dict(state["schedulers"]["D"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.pool_a.load_state_dict(state["pools"]["A"])
-        self.pool_b.load_state_dict(state["pools"]["B"])
-        self.gp_gen.set_state(state["gp_rng"])
+        self.load_rank_state(state)
