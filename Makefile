@@ -19,7 +19,7 @@ install: $(STAMP)
 run: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc push -q || echo "dvc push failed (local remote); outputs are still in the cache"
-	@echo; echo "Done. Metrics: metrics/eval.json  Report: reports/eval/index.html  MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	@echo; echo "Done. Metrics: metrics/eval.json  Report: reports/eval/eval_report.html  MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 ## test: the suite CI runs (slow real-data tests are included when they fit; see README)
 test: $(STAMP)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -393,6 +394,7 @@ class _Loop:
             disable=not info.is_main,
             desc=f"train (batch {tc.batch_size}x{info.world_size})",
             dynamic_ncols=True,
+            mininterval=0.2 if sys.stderr.isatty() else 10.0,  # logs/CI: a line every 10 s
         )
         losses: dict[str, float] = {}
         last_path = ckpt.latest_checkpoint(self.ckpt_dir) if start else None
