@@ -48,7 +48,10 @@ def test_defaults_are_frozen_and_hash_is_stable() -> None:
         ({"loss": {"gan_mode": "wgan"}}, "loss.gan_mode: must be one of ['lsgan', 'vanilla', "),
         ({"model": {"norm": "layer"}}, "model.norm: must be one of ['instance', 'batch', 'none']"),
         ({"optim": {"lr": -1}}, "optim.lr: must be > 0.0, got -1.0"),
-        ({"train": {"amp": True}}, "train.amp: must be one of ['none', 'bf16', 'fp16'], got True"),
+        (
+            {"train": {"amp": True}},
+            "train.amp: must be one of ['auto', 'none', 'bf16', 'fp16'], got True",
+        ),
         ({"train": {"resume": "yes"}}, "train.resume: must be true or false, got 'yes'"),
         ({"train": {"device": "tpu"}}, "train.device: must be auto, cpu, cuda or cuda:N"),
         ({"transforms": {"load_size": 32, "crop_size": 64}}, "transforms.load_size: must be >="),

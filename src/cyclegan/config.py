@@ -175,7 +175,7 @@ class TrainConfig:
     batch_size: int = 1  # per process; global batch = batch_size * world size
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"  # auto: see resolve_amp()
     channels_last: bool = False
     compile: bool = False
     threads: int = 0  # torch intra-op threads; 0 = torch's default

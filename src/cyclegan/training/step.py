@@ -24,6 +24,16 @@ from cyclegan.training.pool import ImagePool
 from cyclegan.training.schedulers import build_scheduler
 
 
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``auto``: fp32 on CPU (bf16 measured 1.5x slower per iteration on our AVX512-BF16 CPUs,
+    BENCHMARKS.md), bf16 on a GPU that supports it (no GPU measurement yet), else fp32."""
+    if amp != "auto":
+        return amp
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "none"
+
+
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN/Inf: the step is not applied and the run stops."""
 
@@ -105,7 +115,8 @@ class CycleGAN:
         self.opt_d = torch.optim.Adam(d_params, lr=o.lr, betas=(o.beta1, o.beta2))
         self.sched_g = build_scheduler(self.opt_g, o, cfg.train.steps)
         self.sched_d = build_scheduler(self.opt_d, o, cfg.train.steps)
-        self.scaler = torch.amp.GradScaler(dev.type, enabled=cfg.train.amp == "fp16")
+        self.amp = resolve_amp(cfg.train.amp, dev)
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp == "fp16")
         seed = cfg.seed * 1000 + info.rank
         self.pool_a = ImagePool(cfg.loss.pool_size, seed=seed + 1)
         self.pool_b = ImagePool(cfg.loss.pool_size, seed=seed + 2)
@@ -119,8 +130,7 @@ class CycleGAN:
 
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
-        amp = self.cfg.train.amp
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
         with torch.autocast(self.info.device.type, dtype=dtype, enabled=dtype is not None):
             yield
 
