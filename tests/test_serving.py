@@ -25,12 +25,14 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, ExportResu
     cfg = tiny_cfg(tmp, tracking={"enabled": True}, export={"parity_images": 0})
     make_checkpoint(cfg, Path(cfg.train.out_dir) / "checkpoints" / "best.pt")
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp)  # a sqlite store puts artifacts in ./mlruns: keep them in tmp
+        mp.chdir(tmp)  # nothing may land in ./mlruns of the working directory
         with tracking.mlflow_run(cfg.tracking, run_name="train") as run:
             train_run = run.info.run_id
         (Path(cfg.train.out_dir) / tracking.RUN_ID_FILE).write_text(train_run)
         result = export(cfg)
-    assert (tmp / "mlruns").is_dir()
+    db = Path(cfg.tracking.uri.removeprefix("sqlite:///"))
+    assert any((db.parent / "mlartifacts").rglob("*.onnx")), "artefacts live beside the store"
+    assert not (tmp / "mlruns").exists()
     return cfg, result, train_run
 
 
