@@ -62,25 +62,7 @@ def test_ddp_two_processes_equal_single_process_same_global_batch(
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--standalone",
-        "--nnodes",
-        "1",
-        "-m",
-        "cyclegan.cli",
-        "train",
-        "--params",
-        str(ddp),
-    ]
-    run = subprocess.run(
-        torchrun, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
+    run = _torchrun(ddp, tmp_path)
     assert "world size 2, per-process batch 1, global batch 2" in run.stderr
     a_path = tmp_path / "single" / "checkpoints" / "last.pt"
     b_path = tmp_path / "ddp" / "checkpoints" / "last.pt"

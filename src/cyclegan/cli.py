@@ -99,51 +99,36 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from cyclegan.evaluate import evaluate
-    from cyclegan.evaluation.errors import EvalError
 
     if args.require_weights:
         args.set.append("evaluate.require_weights=true")
-    try:
-        res = evaluate(_config(args), model=args.model, data=args.data)
-    except EvalError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    res = evaluate(_config(args), model=args.model, data=args.data)
     print(res.summary())
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from cyclegan.export import export
-    from cyclegan.models.onnx_generator import OnnxModelError
 
-    try:
-        res = export(_config(args), checkpoint=args.checkpoint, out_dir=args.out_dir)
-    except OnnxModelError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    res = export(_config(args), checkpoint=args.checkpoint, out_dir=args.out_dir)
     print(res.summary())
     return 0
 
 
 def _translate(args: argparse.Namespace) -> int:
     """Exit 0 when every image was written or skipped, 1 when some failed, 2 on bad input."""
-    from cyclegan.models.onnx_generator import OnnxModelError
-    from cyclegan.translate import TranslateError, translate
+    from cyclegan.translate import translate
 
-    try:
-        res = translate(
-            args.input,
-            Path(args.output),
-            model=args.model,
-            direction=args.direction,
-            backend=args.backend,
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            threads=args.threads,
-        )
-    except (TranslateError, OnnxModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    res = translate(
+        args.input,
+        Path(args.output),
+        model=args.model,
+        direction=args.direction,
+        backend=args.backend,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        threads=args.threads,
+    )
     print(res.summary())
     return 0 if not res.failed else 1
 
@@ -233,6 +218,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ("cyclegan.training.checkpoint", "CheckpointError"),
         ("cyclegan.evaluation.weights", "WeightsError"),
         ("cyclegan.export", "ExportError"),
+        ("cyclegan.evaluation.errors", "EvalError"),
+        ("cyclegan.models.onnx_generator", "OnnxModelError"),
+        ("cyclegan.translate", "TranslateError"),
     ]:
         module = sys.modules.get(mod)
         if module is not None and hasattr(module, name):
