@@ -554,7 +554,6 @@ def _metrics(result: ExportResult) -> dict[str, Any]:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-    path.chmod(0o644)  # mkstemp makes 0600 files; a report is meant to be read
 
 
 def _training_run_id(cfg: Config, ckpt: Path) -> str | None:

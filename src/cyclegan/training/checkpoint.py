@@ -25,6 +25,7 @@ from torch import nn
 
 from cyclegan.config import Config, ConfigError, config_from_dict
 from cyclegan.models import build_generator
+from cyclegan.storage import atomic_writer
 
 log = logging.getLogger(__name__)
 
@@ -82,24 +83,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """
     path = Path(path)
     _check_types(state, "state")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX only)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    with atomic_writer(path) as f:
+        torch.save(state, f)
     return path
 
 
