@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# checkov (manifest/Dockerfile scanner) does not fit the main lock: it gets its own venv.
+TOOLS  := .venv-tools
+TSTAMP := $(TOOLS)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install run test test-all lint format lock bench clean
@@ -13,7 +16,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(TSTAMP): constraints-tools.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install -q -c constraints-tools.txt checkov
+	touch $(TSTAMP)
+
+install: $(STAMP) $(TSTAMP)
 
 ## run: the whole pipeline (synthetic data -> preprocess -> train -> evaluate -> export) via DVC
 run: $(STAMP)
@@ -22,10 +30,10 @@ run: $(STAMP)
 	@echo; echo "Done. Metrics: metrics/eval.json  Report: reports/eval/eval_report.html  MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 ## test: the suite CI runs (slow real-data tests are included when they fit; see README)
-test: $(STAMP)
+test: $(STAMP) $(TSTAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(TSTAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: $(STAMP)
