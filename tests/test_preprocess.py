@@ -152,6 +152,7 @@ def test_ingest_synth_and_folder(tmp_path: Path) -> None:
     res = ingest(Config(data=DataConfig(source=str(src), raw_dir=str(tmp_path / "raw"))))
     assert res.counts == {"trainA": 1, "trainB": 2, "testA": 1, "testB": 1}
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [
+        ".cyclegan-fetch.json",
         "testA",
         "testB",
         "trainA",

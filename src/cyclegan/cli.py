@@ -56,7 +56,7 @@ def _data_synth(args: argparse.Namespace) -> int:
 def _data_import(args: argparse.Namespace) -> int:
     from cyclegan.data.importer import import_dataset
 
-    res = import_dataset(args.src, Path(args.out), overwrite=args.overwrite)
+    res = import_dataset(args.src, Path(args.out), overwrite=args.overwrite, cfg=_config(args).data)
     print(res.summary())
     return 0
 
@@ -66,16 +66,16 @@ def _data_validate(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     report = validate_dataset(Path(args.dir), cfg.data)
+    print(report.summary())  # first: an unwritable --json path must not cost the user the report
     if args.json:
         report.write_json(Path(args.json))
-    print(report.summary())
     return 0 if report.ok else 1
 
 
 def _data_fetch(args: argparse.Namespace) -> int:
     from cyclegan.data.ingest import ingest
 
-    res = ingest(_config(args))
+    res = ingest(_config(args), overwrite=args.overwrite)
     print(res.summary())
     return 0
 
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="folder, .zip/.tar.gz, s3://bucket/prefix, URL or a name")
     p.add_argument("out")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    _add_params(p)  # data.max_expansion_ratio / data.max_extract_bytes: the archive-bomb guard
     p.set_defaults(func=_data_import)
 
     p = dsub.add_parser("validate", help="report counts, sizes, bad files and leakage")
@@ -162,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_data_validate)
 
     p = dsub.add_parser("fetch", help="the DVC data stage: synth or import per params")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty data.raw_dir that an earlier fetch did not write",
+    )
     _add_params(p)
     p.set_defaults(func=_data_fetch)
 

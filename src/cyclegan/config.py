@@ -66,6 +66,10 @@ class DataConfig:
     min_test: int = 1
     min_image_size: int = 16  # images smaller than this on either side are skipped
     max_image_pixels: int = 89_478_485  # decompression-bomb guard (Pillow's default)
+    # archive-bomb guards for `data import` / `data fetch`: unpacked size / archive size, and
+    # the total unpacked bytes (images are already compressed: real datasets unpack ~1:1)
+    max_expansion_ratio: float = 200.0
+    max_extract_bytes: int = 50 * 2**30
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "data.source", "must not be empty")
@@ -73,6 +77,8 @@ class DataConfig:
         _in_range(self.min_test, "data.min_test", 0)
         _in_range(self.min_image_size, "data.min_image_size", 1)
         _in_range(self.max_image_pixels, "data.max_image_pixels", 1)
+        _in_range(self.max_expansion_ratio, "data.max_expansion_ratio", 1)
+        _in_range(self.max_extract_bytes, "data.max_extract_bytes", 1)
 
 
 @dataclass(frozen=True)

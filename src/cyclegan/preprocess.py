@@ -127,6 +127,11 @@ def _process(raw: Path, stage: Path, cfg: Config) -> tuple[list[FileCheck], dict
 def preprocess(cfg: Config) -> PreprocessResult:
     """``cfg.data.raw_dir`` -> ``cfg.data.processed_dir``; ``DataError`` on an unusable dataset."""
     raw, out = Path(cfg.data.raw_dir), Path(cfg.data.processed_dir)
+    if raw.is_file():
+        raise DataError(
+            f"preprocess: data.raw_dir {raw} is a file, not a folder; point data.raw_dir at "
+            "the dataset folder (import an archive first: cyclegan data import ARCHIVE OUT)"
+        )
     if not raw.is_dir():
         raise DataError(
             f"preprocess: raw data folder {raw} not found (data.raw_dir); run "

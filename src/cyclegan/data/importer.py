@@ -9,16 +9,31 @@ devices) make the whole import fail before anything is extracted.
 
 from __future__ import annotations
 
+import errno
+import lzma
+import math
 import shutil
 import stat
 import tarfile
 import tempfile
 import zipfile
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
+from cyclegan.config import DataConfig
 from cyclegan.data.errors import DataError
-from cyclegan.data.io import is_image_name, list_files, staged_dir
+from cyclegan.data.io import is_image_name, scan_files, staged_dir
+from cyclegan.data.layout import (
+    OPTIONAL_SPLITS,
+    REQUIRED_SPLITS,
+    leaves,
+    nested_layouts,
+    split_problem,
+    subfolder_hint,
+)
 from cyclegan.storage import (
     StorageError,
     download_s3_file,
@@ -27,8 +42,6 @@ from cyclegan.storage import (
     parse_s3_uri,
 )
 
-REQUIRED_SPLITS = ("trainA", "trainB", "testA", "testB")
-OPTIONAL_SPLITS = ("testA_gt", "testB_gt")
 OFFICIAL_DATASETS = (
     "apple2orange",
     "summer2winter_yosemite",
@@ -45,7 +58,12 @@ OFFICIAL_DATASETS = (
 )
 OFFICIAL_URL = "https://efrosgans.eecs.berkeley.edu/cyclegan/datasets/{name}.zip"
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
-_MAX_LAYOUT_DEPTH = 4
+_MAX_LAYOUT_DEPTH = 4  # the source folder and 3 levels below it
+_DEEP_SEARCH = 12  # how far down a too-deep layout is still found, to say where it is
+_LISTED = 20  # entries left out that a summary names
+_RATIO_FLOOR = 1 << 20  # archives unpacking to less than this cannot hurt, whatever the ratio
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+_ZIP_METHOD_NAMES = {6: "implode", 9: "deflate64", 93: "zstandard", 95: "xz", 98: "PPMd", 99: "AES"}
 
 
 @dataclass
@@ -53,12 +71,17 @@ class ImportResult:
     source: str
     out: Path
     counts: dict[str, int]
-    ignored: list[str] = field(default_factory=list)  # non-image files left out
+    ignored: dict[str, str] = field(default_factory=dict)  # entries left out -> why
 
     def summary(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
-        extra = f"; {len(self.ignored)} non-image files left out" if self.ignored else ""
-        return f"imported {self.source} -> {self.out}: {counts}{extra}"
+        lines = [f"imported {self.source} -> {self.out}: {counts}"]
+        if self.ignored:
+            lines[0] += f"; {len(self.ignored)} entries left out:"
+            lines += [f"  {k}: {v}" for k, v in list(self.ignored.items())[:_LISTED]]
+            if len(self.ignored) > _LISTED:
+                lines.append(f"  ... and {len(self.ignored) - _LISTED} more")
+        return "\n".join(lines)
 
 
 def resolve_source(src: str) -> str:
@@ -79,14 +102,94 @@ def _unsafe_member(name: str) -> str | None:
     return None
 
 
-def _refuse(archive: Path, name: str, why: str) -> DataError:
+def _refuse(label: str, name: str, why: str) -> DataError:
     return DataError(
-        f"{archive}: archive entry {name!r} escapes the output folder ({why}); refusing to "
+        f"{label}: archive entry {name!r} escapes the output folder ({why}); refusing to "
         "import it. Re-pack the archive with plain relative paths."
     )
 
 
-def _extract_zip(archive: Path, dest: Path) -> None:
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def _check_entries(
+    label: str, entries: list[tuple[str, bool, int]], archive_size: int, cfg: DataConfig
+) -> int:
+    """Refuse empty archives, file/folder clashes and bombs before writing anything.
+
+    ``entries`` are ``(name, is_dir, unpacked_size)``; returns the total unpacked size."""
+    if not entries:
+        raise DataError(
+            f"{label}: the archive is empty (no entries); nothing to import. Check that it is "
+            "the right file and re-pack the dataset folder into it."
+        )
+    files: set[str] = set()
+    dirs: set[str] = set()
+    for name, is_dir, _ in entries:
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        (dirs if is_dir else files).add("/".join(parts))
+    clash = sorted(files & dirs)
+    if clash:
+        raise DataError(
+            f"{label}: archive entry {clash[0]!r} is both a file and a folder, so the archive "
+            "cannot be unpacked faithfully; re-pack it so that each path is one or the other."
+        )
+    total = sum(size for _, is_dir, size in entries if not is_dir)
+    if total > cfg.max_extract_bytes:
+        raise DataError(
+            f"{label}: the archive unpacks to {_size(total)}, above the limit of "
+            f"{_size(cfg.max_extract_bytes)} (data.max_extract_bytes). If you trust it and have "
+            f"the disk space, raise the limit in params.yaml or with "
+            f"--set data.max_extract_bytes={total}"
+        )
+    ratio = total / max(archive_size, 1)
+    if total > _RATIO_FLOOR and ratio > cfg.max_expansion_ratio:
+        raise DataError(
+            f"{label}: the archive unpacks to {_size(total)} from {_size(archive_size)} "
+            f"(ratio {ratio:.0f}:1), above the limit of {cfg.max_expansion_ratio:g}:1 "
+            "(data.max_expansion_ratio); a decompression bomb? If you trust it, raise the limit "
+            f"in params.yaml or with --set data.max_expansion_ratio={math.ceil(ratio)}"
+        )
+    return total
+
+
+def _copy_limited(src: BinaryIO, dst: BinaryIO, budget: int, label: str, name: str) -> int:
+    """Copy at most ``budget`` bytes: a header that under-states its size cannot bomb us."""
+    written = 0
+    while block := src.read(1 << 20):
+        written += len(block)
+        if written > budget:
+            raise DataError(
+                f"{label}: archive entry {name!r} unpacks to more bytes than the archive "
+                "declares; refusing a corrupt or malicious archive"
+            )
+        dst.write(block)
+    return written
+
+
+def _zip_problem(m: zipfile.ZipInfo) -> str | None:
+    """Why Python cannot unpack this zip entry (encryption, compression method), or None."""
+    if m.flag_bits & 0x1:
+        return (
+            "is password-protected (encrypted); unpack it with its password and import the "
+            "folder, or re-pack it without a password"
+        )
+    if m.compress_type not in _ZIP_METHODS:
+        method = _ZIP_METHOD_NAMES.get(m.compress_type, f"method {m.compress_type}")
+        return (
+            f"uses the compression method {method}, which cannot be read here; re-pack it with "
+            "standard deflate (e.g. `zip -r`) or as .tar.gz"
+        )
+    return None
+
+
+def _extract_zip(archive: Path, dest: Path, label: str, cfg: DataConfig) -> None:
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
         for m in members:
@@ -94,7 +197,12 @@ def _extract_zip(archive: Path, dest: Path) -> None:
             if why is None and stat.S_ISLNK(m.external_attr >> 16):
                 why = "symbolic link"
             if why:
-                raise _refuse(archive, m.filename, why)
+                raise _refuse(label, m.filename, why)
+            problem = _zip_problem(m)
+            if problem:
+                raise DataError(f"{label}: archive entry {m.filename!r} {problem}")
+        entries = [(m.filename, m.is_dir(), m.file_size) for m in members]
+        budget = _check_entries(label, entries, archive.stat().st_size, cfg)
         for m in members:
             target = dest / m.filename
             if m.is_dir():
@@ -102,10 +210,10 @@ def _extract_zip(archive: Path, dest: Path) -> None:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(m) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+                budget -= _copy_limited(src, dst, budget, label, m.filename)
 
 
-def _extract_tar(archive: Path, dest: Path) -> None:
+def _extract_tar(archive: Path, dest: Path, label: str, cfg: DataConfig) -> None:
     with tarfile.open(archive, "r:*") as tf:
         members = tf.getmembers()
         for m in members:
@@ -115,7 +223,9 @@ def _extract_tar(archive: Path, dest: Path) -> None:
             if why is None and not (m.isfile() or m.isdir()):
                 why = "special file"
             if why:
-                raise _refuse(archive, m.name, why)
+                raise _refuse(label, m.name, why)
+        entries = [(m.name, m.isdir(), m.size) for m in members]
+        budget = _check_entries(label, entries, archive.stat().st_size, cfg)
         for m in members:
             target = dest / m.name
             if m.isdir():
@@ -126,20 +236,56 @@ def _extract_tar(archive: Path, dest: Path) -> None:
             if src is None:  # pragma: no cover - regular files always have data
                 continue
             with src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+                budget -= _copy_limited(src, dst, budget, label, m.name)
 
 
-def extract_archive(archive: Path, dest: Path) -> Path:
-    """Safe extraction of a .zip or tar archive into ``dest`` (checked before writing)."""
+def _not_archive(path: Path, label: str) -> DataError:
+    """Say what the file looks like instead: a cut-off zip, an HTML page, or something else."""
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    text = head.lstrip().lower()
+    if head.startswith(b"PK"):
+        return DataError(
+            f"{label}: corrupt or truncated .zip archive (its end-of-archive directory is "
+            "missing, as after an interrupted download or copy); download or copy it again"
+        )
+    if text.startswith((b"<!doctype html", b"<html", b"<head")) or b"<html" in text:
+        return DataError(
+            f"{label}: got an HTML page, not an archive (an error, login or download page?); "
+            "check that the URL points to the .zip or .tar.gz file itself"
+        )
+    if not head:
+        return DataError(f"{label}: empty file (0 bytes), not an archive; download it again")
+    return DataError(
+        f"{label}: not a .zip or tar archive (cannot open it); give a dataset folder, a .zip, "
+        "a .tar or a .tar.gz"
+    )
+
+
+def extract_archive(
+    archive: Path, dest: Path, label: str | None = None, cfg: DataConfig | None = None
+) -> Path:
+    """Safe extraction of a .zip or tar archive into ``dest`` (checked before writing).
+
+    ``label`` names the archive in messages (the URL or path the user gave, not a temp file)."""
+    label, cfg = label or str(archive), cfg or DataConfig()
     try:
         if zipfile.is_zipfile(archive):
-            _extract_zip(archive, dest)
+            dest.mkdir(parents=True, exist_ok=True)
+            _extract_zip(archive, dest, label, cfg)
         elif tarfile.is_tarfile(archive):
-            _extract_tar(archive, dest)
+            dest.mkdir(parents=True, exist_ok=True)
+            _extract_tar(archive, dest, label, cfg)
         else:
-            raise DataError(f"{archive}: not a .zip or tar archive (cannot open it)")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
-        raise DataError(f"{archive}: corrupt or truncated archive: {e}") from e
+            raise _not_archive(archive, label)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
+        raise DataError(
+            f"{label}: corrupt or truncated archive: {e}; download or copy it again"
+        ) from e
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise DataError(f"{label}: no space left while unpacking into {dest.parent}") from e
+        raise DataError(f"{label}: cannot unpack the archive: {e}") from e
     return dest
 
 
@@ -162,9 +308,17 @@ def _fetch_s3(uri: str, dest: Path) -> Path:
     return root
 
 
-def _materialise(src: str, work: Path) -> Path:
-    """Turn any source into a local folder (downloading and extracting into ``work``)."""
+def _source_label(src: str) -> str:
     url = resolve_source(src)
+    return src if url == src else f"{src} ({url})"
+
+
+def _materialise(src: str, work: Path, cfg: DataConfig) -> tuple[Path, Path | None]:
+    """Turn any source into a local folder (downloading and extracting into ``work``).
+
+    Returns the folder and, for a user's own folder, its resolved path: links leaving it are
+    never followed."""
+    url, label = resolve_source(src), _source_label(src)
     if url.startswith("s3://"):
         local = _fetch_s3(url, work)
     elif url.startswith(("http://", "https://")):
@@ -179,67 +333,123 @@ def _materialise(src: str, work: Path) -> Path:
                 f"s3:// URI, an http(s) URL or an official CycleGAN dataset name ({names})"
             )
     if local.is_file():
-        return extract_archive(local, work / "extracted")
-    return local
+        return extract_archive(local, work / "extracted", label, cfg), None
+    return local, (local.resolve() if local == Path(src).expanduser() else None)
 
 
-def find_layout(root: Path) -> Path:
-    """The one folder under ``root`` holding trainA/ trainB/ testA/ testB/."""
+def _layout_status(d: Path, root: Path | None) -> dict[str, str | None]:
+    """Each required split's problem in ``d`` (None = fine)."""
+    return {s: split_problem(d, s, root) for s in REQUIRED_SPLITS}
+
+
+def _subdirs(d: Path, root: Path | None) -> list[Path]:
+    return sorted(
+        p for p in d.iterdir() if p.is_dir() and p.name != "__MACOSX" and not leaves(p, root)
+    )
+
+
+def find_layout(root: Path, label: str | None = None, real_root: Path | None = None) -> Path:
+    """The one folder under ``root`` holding trainA/ trainB/ testA/ testB/.
+
+    ``label`` names ``root`` in messages (the archive or URL, not a temp folder); with
+    ``real_root``, links leaving it are not followed."""
+    label = label or str(root)
+
+    def where(d: Path) -> str:
+        return label if d == root else f"{label}/{d.relative_to(root).as_posix()}"
+
     found: list[Path] = []
     partial: list[str] = []
     frontier = [root]
     for _ in range(_MAX_LAYOUT_DEPTH):
         nxt: list[Path] = []
         for d in frontier:
-            subs = sorted(p for p in d.iterdir() if p.is_dir() and p.name != "__MACOSX")
-            names = {p.name for p in subs}
-            if set(REQUIRED_SPLITS) <= names:
+            status = _layout_status(d, real_root)
+            problems = [p for p in status.values() if p is not None]
+            if not problems:
                 found.append(d)
-            else:
-                if names & set(REQUIRED_SPLITS):
-                    missing = [s for s in REQUIRED_SPLITS if s not in names]
-                    partial.append(f"{d} lacks {', '.join(missing)}")
-                nxt.extend(subs)
+                continue
+            if len(problems) < len(status) or any(not p.startswith("missing") for p in problems):
+                partial.append(f"{where(d)}: {'; '.join(problems)}")
+            nxt.extend(_subdirs(d, real_root))
         frontier = nxt
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
         raise DataError(
-            f"{root}: several CycleGAN layouts found ({', '.join(map(str, found))}); "
+            f"{label}: several CycleGAN layouts found ({', '.join(map(where, found))}); "
             "import one of them"
         )
-    hint = f" ({'; '.join(partial)})" if partial else ""
-    raise DataError(
-        f"{root}: no CycleGAN layout found: expected a folder with "
-        f"{'/ '.join(REQUIRED_SPLITS)}/{hint}"
+    levels = _MAX_LAYOUT_DEPTH - 1
+    msg = (
+        f"{label}: no CycleGAN layout found: expected a folder with "
+        f"{'/ '.join(REQUIRED_SPLITS)}/ at most {levels} folder levels down"
     )
+    if partial:
+        raise DataError(f"{msg}. Found {' | '.join(partial)}")
+    deep = [(d, n) for d, n in nested_layouts(root, _DEEP_SEARCH) if n > levels]
+    if deep:
+        d, n = deep[0]
+        raise DataError(
+            f"{msg}, but {where(d)} holds one {n} levels down, deeper than the search depth of "
+            f"{levels}: import that folder itself (unpack the archive first), or re-pack it "
+            "with the dataset folder nearer the top"
+        )
+    raise DataError(msg)
 
 
-def _copy_layout(layout: Path, stage: Path) -> tuple[dict[str, int], list[str]]:
+def _copy_layout(
+    layout: Path, stage: Path, label: str, real_root: Path | None
+) -> tuple[dict[str, int], dict[str, str]]:
     counts: dict[str, int] = {}
-    ignored: list[str] = []
+    ignored: dict[str, str] = {}
     for split in REQUIRED_SPLITS + OPTIONAL_SPLITS:
-        if not (layout / split).is_dir():
+        if split_problem(layout, split, real_root) is not None:
             continue
         (stage / split).mkdir()
         counts[split] = 0
-        for f in list_files(layout / split):
+        files, skipped = scan_files(layout / split, real_root)
+        ignored.update({f"{split}/{i.path.name}": i.reason for i in skipped})
+        for f in files:
             if not is_image_name(f):
-                ignored.append(f"{split}/{f.name}")
+                ignored[f"{split}/{f.name}"] = (
+                    f"not an image file name (extension {f.suffix.lower() or '(none)'!r})"
+                )
                 continue
             shutil.copyfile(f, stage / split / f.name)
             counts[split] += 1
-    return counts, ignored
+        if counts[split] == 0 and split in REQUIRED_SPLITS:
+            hint = subfolder_hint(layout / split)
+            where = f"{label}/{(layout / split).relative_to(layout.parent).as_posix()}"
+            raise DataError(
+                f"{where}/ holds no image files; "
+                + (hint or f"put the {split} images directly in it")
+            )
+    return counts, dict(sorted(ignored.items()))
 
 
-def import_dataset(src: str | Path, out: str | Path, overwrite: bool = False) -> ImportResult:
-    """Import ``src`` into ``out`` as ``trainA trainB testA testB [testA_gt testB_gt]``."""
-    src, out = str(src), Path(out)
+def import_dataset(
+    src: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    cfg: DataConfig | None = None,
+    finish: Callable[[Path], None] | None = None,
+) -> ImportResult:
+    """Import ``src`` into ``out`` as ``trainA trainB testA testB [testA_gt testB_gt]``.
+
+    ``cfg`` supplies the archive-bomb limits; ``finish`` may add files to the staged folder
+    before it is published (``data fetch`` marks its output this way)."""
+    src, out, cfg = str(src), Path(out), cfg or DataConfig()
+    label = _source_label(src)
     with staged_dir(out, overwrite) as stage:
         work = Path(tempfile.mkdtemp(prefix=".import-work-", dir=stage.parent))
         try:
-            layout = find_layout(_materialise(src, work))
-            counts, ignored = _copy_layout(layout, stage)
+            local, real_root = _materialise(src, work, cfg)
+            root_label = label if local.is_relative_to(work) else str(local)
+            layout = find_layout(local, root_label, real_root)
+            counts, ignored = _copy_layout(layout, stage, root_label, real_root)
+            if finish is not None:
+                finish(stage)
         except StorageError as e:
             raise DataError(f"cannot fetch dataset {src!r}: {e}") from e
         finally:

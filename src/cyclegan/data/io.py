@@ -8,9 +8,11 @@ buffer is allocated.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import warnings
@@ -56,15 +58,71 @@ def is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def list_files(folder: str | Path) -> list[Path]:
-    """Every visible regular file directly in ``folder``, sorted by name."""
+@dataclass(frozen=True)
+class Ignored:
+    """An entry of an image folder that is not read, and why (reports list these)."""
+
+    path: Path
+    reason: str
+
+
+def _entry_reason(p: Path, root: Path | None) -> str | None:
+    """Why a visible folder entry is not a readable file (None: read it)."""
+    try:
+        st = p.lstat()
+    except OSError as e:
+        return f"cannot read entry: {e.strerror or e}"
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(p)
+        if not p.exists():
+            return f"broken symbolic link (-> {target})"
+        real = p.resolve()
+        if root is not None and not real.is_relative_to(root.resolve()):
+            return f"symbolic link leaving the source folder (-> {real}); copy the file in instead"
+        if real.is_dir():
+            return (
+                f"symbolic link to a folder (-> {target}); only files directly in a split are read"
+            )
+        st = real.stat()
+    if stat.S_ISDIR(st.st_mode):
+        named = " named like an image" if p.suffix.lower() in IMAGE_EXTENSIONS else ""
+        return f"a folder{named}; only files directly in a split are read (sub-folders are not)"
+    if stat.S_ISFIFO(st.st_mode):
+        return "special file (FIFO), not a regular file"
+    if stat.S_ISSOCK(st.st_mode):
+        return "special file (socket), not a regular file"
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return "special file (device), not a regular file"
+    return None
+
+
+def scan_files(folder: str | Path, root: Path | None = None) -> tuple[list[Path], list[Ignored]]:
+    """Visible regular files directly in ``folder`` (sorted), and every other visible entry with
+    the reason it is not read. With ``root``, links resolving outside ``root`` are not followed."""
     folder = Path(folder)
+    if folder.is_file():
+        raise DataError(
+            f"{folder} is a file, not a folder: expected a directory of images "
+            "(pass the folder that holds the image files)"
+        )
     if not folder.is_dir():
         raise DataError(f"image folder not found: {folder} (expected a directory of images)")
-    return sorted(
-        (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")),
-        key=lambda p: p.name,
-    )
+    files: list[Path] = []
+    ignored: list[Ignored] = []
+    for p in sorted(folder.iterdir(), key=lambda p: p.name):
+        if p.name.startswith("."):
+            continue  # hidden: .DS_Store, ._AppleDouble, our own marks
+        reason = _entry_reason(p, root)
+        if reason is None:
+            files.append(p)
+        else:
+            ignored.append(Ignored(p, reason))
+    return files, ignored
+
+
+def list_files(folder: str | Path) -> list[Path]:
+    """Every visible regular file directly in ``folder``, sorted by name."""
+    return scan_files(folder)[0]
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -201,9 +259,10 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
             f"{out} already exists and is not empty; "
             "pass overwrite=True (--overwrite) to replace it"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(out.parent)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     stage.chmod(0o755)  # mkdtemp makes 0700; the published folder should read like any other
+    published = False
     try:
         yield stage
         if not out.exists():
@@ -218,6 +277,18 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
                 raise
             finally:
                 shutil.rmtree(trash, ignore_errors=True)
+        published = True
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+        if not published:
+            for d in reversed(created):  # a failed run leaves no empty parent folders behind
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """``mkdir -p folder``, returning the folders it created (outermost first)."""
+    missing = [p for p in [folder, *folder.parents] if not p.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing

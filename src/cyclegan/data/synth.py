@@ -20,6 +20,7 @@ from __future__ import annotations
 import colorsys
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,10 +183,12 @@ def synthesize(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    finish: Callable[[Path], None] | None = None,
 ) -> SynthResult:
     """Write ``trainA trainB testA testB testA_gt testB_gt`` + README.txt + synth.json.
 
-    Byte-identical for the same arguments. Written atomically (staged, then renamed).
+    Byte-identical for the same arguments. Written atomically (staged, then renamed);
+    ``finish`` may add files to the staged folder before it is published.
     """
     if train < 1 or test < 1:
         raise DataError(f"synth: --train and --test must be >= 1, got train={train}, test={test}")
@@ -202,6 +205,8 @@ def synthesize(
             _write_split(stage, split, n, size, seed, bar)
         (stage / "synth.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
         (stage / "README.txt").write_text(_readme(params))
+        if finish is not None:
+            finish(stage)
     counts.update({"testA_gt": test, "testB_gt": test})
     return SynthResult(out=out, counts=counts, size=size, seed=seed, params=params)
 

@@ -19,11 +19,22 @@ from tqdm import tqdm
 
 from cyclegan.config import DataConfig
 from cyclegan.data.errors import DataError
-from cyclegan.data.io import UnreadableImage, is_image_name, list_files, load_image_info
-from cyclegan.storage import sha256_file
+from cyclegan.data.io import (
+    UnreadableImage,
+    is_image_name,
+    list_files,
+    load_image_info,
+    scan_files,
+)
+from cyclegan.data.layout import (
+    GT_SPLITS,
+    REQUIRED_SPLITS,
+    nested_layouts,
+    split_problem,
+    subfolder_hint,
+)
+from cyclegan.storage import atomic_write_bytes, sha256_file
 
-REQUIRED_SPLITS = ("trainA", "trainB", "testA", "testB")
-GT_SPLITS = ("testA_gt", "testB_gt")
 IMBALANCE_WARN = 2.0  # larger/smaller domain size ratio that earns a warning
 
 
@@ -51,6 +62,7 @@ class ValidationReport:
     sizes: dict[str, dict[str, int]]
     modes: dict[str, dict[str, int]]
     skipped: list[dict[str, str]]
+    ignored: list[dict[str, str]]  # entries that are not files: folders, links, FIFOs
     duplicates_within: list[list[str]]
     duplicates_across: list[list[str]]
     imbalance: dict[str, float]
@@ -70,6 +82,7 @@ class ValidationReport:
             "sizes": self.sizes,
             "modes": self.modes,
             "skipped": self.skipped,
+            "ignored": self.ignored,
             "duplicates_within": self.duplicates_within,
             "duplicates_across": self.duplicates_across,
             "imbalance": self.imbalance,
@@ -78,9 +91,21 @@ class ValidationReport:
         }
 
     def write_json(self, path: str | Path) -> Path:
+        """Write atomically; a folder or unwritable path is a :class:`DataError` naming it."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        if path.is_dir():
+            raise DataError(
+                f"cannot write the JSON report to {path}: it is a folder; give a file path "
+                f"such as {path / 'report.json'}"
+            )
+        data = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        try:
+            atomic_write_bytes(path, data.encode())
+        except OSError as e:
+            raise DataError(
+                f"cannot write the JSON report to {path}: {e.strerror or e}; choose a "
+                "writable path for --json"
+            ) from e
         return path
 
     def summary(self) -> str:
@@ -90,6 +115,8 @@ class ValidationReport:
             lines.append(f"  {split:9s} {n:6d} usable  sizes: {sizes or '-'}")
         for s in self.skipped:
             lines.append(f"  skipped {s['path']}: {s['reason']}")
+        for s in self.ignored:
+            lines.append(f"  ignored {s['path']}: {s['reason']}")
         for group in self.duplicates_within:
             lines.append(f"  duplicate within split: {' = '.join(group)}")
         for a, b in self.duplicates_across:
@@ -139,7 +166,24 @@ def _duplicates(good: list[FileCheck]) -> tuple[list[list[str]], list[list[str]]
     return sorted(within), sorted(across)
 
 
+def _nested_error(root: Path) -> str | None:
+    """No split folder at ``root`` but a full layout one level down: say where it is."""
+    if any((root / s).is_dir() for s in REQUIRED_SPLITS):
+        return None
+    below = [d for d, _ in nested_layouts(root, 1)]
+    if not below:
+        return None
+    return (
+        f"no split folders in {root}, but {below[0]} holds {'/ '.join(REQUIRED_SPLITS)}/: "
+        f"the dataset is nested one level too deep; point to {below[0]} instead "
+        "(the folder given to `data validate`, or data.raw_dir)"
+    )
+
+
 def _layout_errors(root: Path, counts: dict[str, int], cfg: DataConfig) -> list[str]:
+    nested = _nested_error(root)
+    if nested:
+        return [nested]
     errors = []
     for split in REQUIRED_SPLITS:
         minimum, key = (
@@ -147,10 +191,14 @@ def _layout_errors(root: Path, counts: dict[str, int], cfg: DataConfig) -> list[
             if split.startswith("train")
             else (cfg.min_test, "data.min_test")
         )
-        if not (root / split).is_dir():
+        problem = split_problem(root, split)
+        if problem is not None and problem.startswith("missing"):
             errors.append(f"missing split folder {split}/ (expected {root / split})")
+        elif problem is not None:
+            errors.append(f"missing split folder {split}/: {problem}")
         elif counts[split] == 0:
-            errors.append(f"{split}/ has no usable images")
+            hint = subfolder_hint(root / split)
+            errors.append(f"{split}/ has no usable images" + (f"; {hint}" if hint else ""))
         elif counts[split] < minimum:
             errors.append(
                 f"{split}/ has {counts[split]} usable images, below the minimum {minimum} ({key})"
@@ -194,6 +242,7 @@ def build_report(root: Path, checks: list[FileCheck], cfg: DataConfig) -> Valida
         },
         modes={s: dict(sorted(v.items())) for s, v in modes.items()},
         skipped=skipped,
+        ignored=ignored_entries(root),
         duplicates_within=within,
         duplicates_across=across,
         imbalance=ratios,
@@ -201,6 +250,16 @@ def build_report(root: Path, checks: list[FileCheck], cfg: DataConfig) -> Valida
         warnings=warnings,
         checks=checks,
     )
+
+
+def ignored_entries(root: Path) -> list[dict[str, str]]:
+    """Entries of the split folders that are not read (folders, links, FIFOs), with reasons."""
+    return [
+        {"path": f"{split}/{i.path.name}", "reason": i.reason}
+        for split in present_splits(root)
+        if (root / split).is_dir()
+        for i in scan_files(root / split)[1]
+    ]
 
 
 def split_files(root: Path) -> list[tuple[str, Path]]:
@@ -218,6 +277,12 @@ def validate_dataset(
 ) -> ValidationReport:
     """Check every file under ``root``'s split folders; raises only when ``root`` is missing."""
     root, cfg = Path(root), cfg or DataConfig()
+    if root.is_file():
+        raise DataError(
+            f"{root} is a file, not a dataset folder: give the folder holding "
+            f"{'/ '.join(REQUIRED_SPLITS)}/ (to check an archive, import it first: "
+            f"cyclegan data import {root} OUT)"
+        )
     if not root.is_dir():
         raise DataError(
             f"dataset folder not found: {root} (expected {'/ '.join(REQUIRED_SPLITS)}/)"
