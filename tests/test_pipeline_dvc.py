@@ -125,3 +125,39 @@ def test_dvc_push_pull_local_and_s3_remotes(repo: Path, s3_env: str) -> None:
     shutil.rmtree(repo / ".dvc" / "cache")
     _run([dvc, "pull", "-r", "s3", "preprocess"], repo, env)
     assert (repo / "data/processed/manifest.json").read_bytes() == manifest
+
+
+def test_dvc_data_stage_reruns_but_never_empties_a_users_folder(repo: Path) -> None:
+    """`data/raw` is `persist: true`: dvc leaves it to the stage, which replaces only its own
+    (marked) output, so re-runs work and a user's folder in its place survives `dvc repro`."""
+    env, dvc = _env(), str(BIN / "dvc")
+    raw = repo / "data" / "raw"
+    assert "Running stage 'data'" in _run([dvc, "repro", "data"], repo, env).stdout
+    first = sorted(p.relative_to(raw) for p in raw.rglob("*"))
+    image = (raw / "trainA" / "00000.png").read_bytes()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["synth"]["seed"] = 1  # a params change: dvc runs the stage over its output
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "Running stage 'data'" in _run([dvc, "repro", "data"], repo, env).stdout
+    assert sorted(p.relative_to(raw) for p in raw.rglob("*")) == first  # replaced, not merged
+    assert (raw / "trainA" / "00000.png").read_bytes() != image
+    assert (raw / ".cyclegan-fetch.json").is_file()
+
+    shutil.rmtree(raw)
+    (raw / "trainA").mkdir(parents=True)
+    (raw / "trainA" / "mine.png").write_bytes(b"my only copy")
+    (raw / "NOTES.txt").write_text("labelling notes")
+    res = subprocess.run(
+        [dvc, "repro", "data"], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode != 0
+    assert (
+        "data/raw (data.raw_dir) already holds files that `cyclegan data fetch` did not write; "
+        "refusing to replace them." in res.stdout + res.stderr
+    )
+    assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*")) == [
+        "NOTES.txt",
+        "trainA",
+        "trainA/mine.png",
+    ]
+    assert (raw / "trainA" / "mine.png").read_bytes() == b"my only copy"

@@ -392,8 +392,8 @@ def find_layout(root: Path, label: str | None = None, real_root: Path | None = N
         d, n = deep[0]
         raise DataError(
             f"{msg}, but {where(d)} holds one {n} levels down, deeper than the search depth of "
-            f"{levels}: import that folder itself (unpack the archive first), or re-pack it "
-            "with the dataset folder nearer the top"
+            f"{levels}: import that folder directly (an archive: unpack it first, or re-pack "
+            "it with the dataset folder nearer the top)"
         )
     raise DataError(msg)
 
@@ -420,9 +420,8 @@ def _copy_layout(
             counts[split] += 1
         if counts[split] == 0 and split in REQUIRED_SPLITS:
             hint = subfolder_hint(layout / split)
-            where = f"{label}/{(layout / split).relative_to(layout.parent).as_posix()}"
             raise DataError(
-                f"{where}/ holds no image files; "
+                f"{label}/{split}/ holds no image files; "
                 + (hint or f"put the {split} images directly in it")
             )
     return counts, dict(sorted(ignored.items()))
@@ -447,7 +446,9 @@ def import_dataset(
             local, real_root = _materialise(src, work, cfg)
             root_label = label if local.is_relative_to(work) else str(local)
             layout = find_layout(local, root_label, real_root)
-            counts, ignored = _copy_layout(layout, stage, root_label, real_root)
+            rel = layout.relative_to(local).as_posix()
+            layout_label = root_label if rel == "." else f"{root_label}/{rel}"
+            counts, ignored = _copy_layout(layout, stage, layout_label, real_root)
             if finish is not None:
                 finish(stage)
         except StorageError as e:

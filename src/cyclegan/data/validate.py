@@ -9,6 +9,7 @@ Preprocess reuses :func:`check_file` and :func:`build_report` so every image is 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,16 @@ class ValidationReport:
             raise DataError(
                 f"cannot write the JSON report to {path}: it is a folder; give a file path "
                 f"such as {path / 'report.json'}"
+            )
+        if path.parent.exists() and not path.parent.is_dir():
+            raise DataError(
+                f"cannot write the JSON report to {path}: {path.parent} is a file, not a "
+                "folder; choose another path for --json"
+            )
+        if path.exists() and not os.access(path, os.W_OK):
+            raise DataError(
+                f"cannot write the JSON report to {path}: the file is read-only; make it "
+                "writable or choose another path for --json"
             )
         data = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
         try:
