@@ -12,6 +12,7 @@ import json
 import os
 import re
 import struct
+import tarfile
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -186,6 +187,21 @@ def test_unreadable_zips(
     code, out, err = _cli(capsys, "data", "import", str(archive), str(tmp_path / "new" / "out"))
     assert (code, out, err) == (2, "", f"error: {archive}: {message}\n")
     _assert_nothing_written(tmp_path, ["ds.zip"])  # no OUT, no new parent, no temp folder
+
+
+def test_tar_with_a_file_and_folder_of_one_name_or_no_entries(tmp_path: Path) -> None:
+    clash, empty = tmp_path / "clash.tar.gz", tmp_path / "empty.tar"
+    with tarfile.open(clash, "w:gz") as tf:
+        for name in ("ds/trainA", "ds/trainA/0.png"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"x"))
+    tarfile.open(empty, "w").close()
+    with pytest.raises(DataError, match=r"clash\.tar\.gz: archive entry 'ds/trainA' is both a "):
+        import_dataset(clash, tmp_path / "out")
+    with pytest.raises(DataError, match=r"empty\.tar: the archive is empty \(no entries\)"):
+        import_dataset(empty, tmp_path / "out")
+    _assert_nothing_written(tmp_path, ["clash.tar.gz", "empty.tar"])
 
 
 # --- 7. an unwritable --json path: the summary is printed, then a clear error ------------------

@@ -221,6 +221,11 @@ def test_s3_prefix_and_archive(tmp_path: Path, s3_env: str) -> None:
     msg = r"no objects under s3://datasets/nothing; check the bucket"
     with pytest.raises(DataError, match=msg):
         import_dataset("s3://datasets/nothing", tmp_path / "out3")
+    s3.put_object(Bucket="datasets", Key="clash/x", Body=b"a file")
+    s3.put_object(Bucket="datasets", Key="clash/x/y.png", Body=b"and a folder")
+    msg = r"^s3://datasets/clash/x is both an object and a prefix \(folder\); move one of them"
+    with pytest.raises(DataError, match=msg):
+        import_dataset("s3://datasets/clash", tmp_path / "out3")
     msg = r"cannot fetch dataset 's3://no-such-bucket/x': cannot read"
     with pytest.raises(DataError, match=msg):
         import_dataset("s3://no-such-bucket/x", tmp_path / "out3")

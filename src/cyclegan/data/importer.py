@@ -117,6 +117,17 @@ def _size(n: float) -> str:
     return f"{n:.1f} GiB"  # pragma: no cover
 
 
+def _file_folder_clash(entries: list[tuple[str, bool]]) -> str | None:
+    """The first path that is both a file and a folder (``a`` and ``a/b.png``), if any."""
+    files: set[str] = set()
+    dirs: set[str] = set()
+    for name, is_dir in entries:
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        (dirs if is_dir else files).add("/".join(parts))
+    return min(files & dirs, default=None)
+
+
 def _check_entries(
     label: str, entries: list[tuple[str, bool, int]], archive_size: int, cfg: DataConfig
 ) -> int:
@@ -128,16 +139,10 @@ def _check_entries(
             f"{label}: the archive is empty (no entries); nothing to import. Check that it is "
             "the right file and re-pack the dataset folder into it."
         )
-    files: set[str] = set()
-    dirs: set[str] = set()
-    for name, is_dir, _ in entries:
-        parts = PurePosixPath(name.replace("\\", "/")).parts
-        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
-        (dirs if is_dir else files).add("/".join(parts))
-    clash = sorted(files & dirs)
+    clash = _file_folder_clash([(name, is_dir) for name, is_dir, _ in entries])
     if clash:
         raise DataError(
-            f"{label}: archive entry {clash[0]!r} is both a file and a folder, so the archive "
+            f"{label}: archive entry {clash!r} is both a file and a folder, so the archive "
             "cannot be unpacked faithfully; re-pack it so that each path is one or the other."
         )
     total = sum(size for _, is_dir, size in entries if not is_dir)
@@ -298,6 +303,12 @@ def _fetch_s3(uri: str, dest: Path) -> Path:
     if not keys:
         raise DataError(f"no objects under {uri}; check the bucket and prefix")
     prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+    clash = _file_folder_clash([(k[len(prefix) :], False) for k in keys])
+    if clash:
+        raise DataError(
+            f"s3://{bucket}/{prefix}{clash} is both an object and a prefix (folder); move one of "
+            "them so that the keys form a folder tree"
+        )
     root = dest / "s3"
     for k in keys:
         rel = k[len(prefix) :]
@@ -319,6 +330,7 @@ def _materialise(src: str, work: Path, cfg: DataConfig) -> tuple[Path, Path | No
     Returns the folder and, for a user's own folder, its resolved path: links leaving it are
     never followed."""
     url, label = resolve_source(src), _source_label(src)
+    real_root: Path | None = None
     if url.startswith("s3://"):
         local = _fetch_s3(url, work)
     elif url.startswith(("http://", "https://")):
@@ -332,9 +344,10 @@ def _materialise(src: str, work: Path, cfg: DataConfig) -> tuple[Path, Path | No
                 f"dataset source not found: {src!r} is not an existing folder or archive, an "
                 f"s3:// URI, an http(s) URL or an official CycleGAN dataset name ({names})"
             )
+        real_root = local.resolve()
     if local.is_file():
         return extract_archive(local, work / "extracted", label, cfg), None
-    return local, (local.resolve() if local == Path(src).expanduser() else None)
+    return local, real_root
 
 
 def _layout_status(d: Path, root: Path | None) -> dict[str, str | None]:
