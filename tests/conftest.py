@@ -1,10 +1,13 @@
-"""Shared fixtures: a real S3 endpoint on 127.0.0.1, the shared real dataset, tiny configs."""
+"""Shared fixtures: real S3 and HTTP endpoints on 127.0.0.1, the shared real dataset, tiny configs."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
+import threading
 from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -50,6 +53,23 @@ def sunflower() -> Path:
     if not SUNFLOWER.is_dir():
         pytest.skip(f"shared real dataset not found at {SUNFLOWER} (only CI and devs have it)")
     return SUNFLOWER
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP server on 127.0.0.1 serving ``tmp_path/served``; yields (base URL, folder)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", served
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def pytest_configure(config: pytest.Config) -> None:

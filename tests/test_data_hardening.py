@@ -6,17 +6,13 @@ error, no traceback) and that nothing was lost, half-written or left behind.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
 import re
 import struct
 import tarfile
-import threading
 import zipfile
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -233,22 +229,6 @@ def test_validate_json_to_a_folder_or_unwritable_path(
 
 
 # --- 8. messages name the archive or URL and say what is wrong ---------------------------------
-
-
-@pytest.fixture
-def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", served
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_messages_name_the_url_and_say_html_or_no_layout(

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import shutil
 import stat
 import tarfile
-import threading
 import zipfile
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -230,22 +226,6 @@ def test_s3_prefix_and_archive(tmp_path: Path, s3_env: str) -> None:
     with pytest.raises(DataError, match=msg):
         import_dataset("s3://no-such-bucket/x", tmp_path / "out3")
     assert not (tmp_path / "out3").exists()
-
-
-@pytest.fixture
-def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", served
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_http_url_and_offline_error(tmp_path: Path, http_dir: tuple[str, Path]) -> None:
