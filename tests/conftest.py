@@ -1,4 +1,4 @@
-"""Shared fixtures: real S3 and HTTP endpoints on 127.0.0.1, the shared real dataset, tiny configs."""
+"""Shared fixtures: S3 and HTTP servers on 127.0.0.1, the shared real dataset, tiny configs."""
 
 from __future__ import annotations
 
