@@ -84,7 +84,8 @@ def test_fetch_refuses_a_users_folder_unless_overwrite(
     assert err == (
         f"error: {raw} (data.raw_dir) already holds files that `cyclegan data fetch` did not "
         "write; refusing to replace them. Move them elsewhere (or point data.source at them to "
-        "import them), or pass --overwrite to replace the folder.\n"
+        "import them), or pass --overwrite to replace the folder (under `dvc repro`: move or "
+        "delete it first).\n"
     )
     assert _snapshot(raw) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no staging leftovers
@@ -185,7 +186,7 @@ def test_unreadable_zips(
     _assert_nothing_written(tmp_path, ["ds.zip"])  # no OUT, no new parent, no temp folder
 
 
-def test_tar_with_a_file_and_folder_of_one_name_or_no_entries(tmp_path: Path) -> None:
+def test_tar_clash_empty_and_bomb(tmp_path: Path) -> None:
     clash, empty = tmp_path / "clash.tar.gz", tmp_path / "empty.tar"
     with tarfile.open(clash, "w:gz") as tf:
         for name in ("ds/trainA", "ds/trainA/0.png"):
@@ -197,7 +198,14 @@ def test_tar_with_a_file_and_folder_of_one_name_or_no_entries(tmp_path: Path) ->
         import_dataset(clash, tmp_path / "out")
     with pytest.raises(DataError, match=r"empty\.tar: the archive is empty \(no entries\)"):
         import_dataset(empty, tmp_path / "out")
-    _assert_nothing_written(tmp_path, ["clash.tar.gz", "empty.tar"])
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz") as tf:
+        info = tarfile.TarInfo("ds/trainA/zeros.bin")
+        info.size = 8 << 20
+        tf.addfile(info, io.BytesIO(bytes(info.size)))
+    with pytest.raises(DataError, match=r"bomb\.tar\.gz: the archive unpacks to 8\.0 MiB from "):
+        import_dataset(bomb, tmp_path / "out")
+    _assert_nothing_written(tmp_path, ["bomb.tar.gz", "clash.tar.gz", "empty.tar"])
 
 
 # --- 7. an unwritable --json path: the summary is printed, then a clear error ------------------

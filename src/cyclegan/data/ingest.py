@@ -43,7 +43,8 @@ def _may_replace(raw: Path, overwrite: bool) -> None:
     raise DataError(
         f"{raw} (data.raw_dir) already holds files that `cyclegan data fetch` did not write; "
         "refusing to replace them. Move them elsewhere (or point data.source at them to "
-        "import them), or pass --overwrite to replace the folder."
+        "import them), or pass --overwrite to replace the folder (under `dvc repro`: move or "
+        "delete it first)."
     )
 
 
