@@ -308,6 +308,13 @@ def test_layout_hints_in_validate(tmp_path: Path, capsys: pytest.CaptureFixture[
         "testB/ has no usable images; its sub-folders hold image files: testB/photos/ (2). "
         "Sub-folders of a split are not read: move the images up into testB/",
     ]
+    code, _, err = _cli(capsys, "preprocess", "--set", f"data.raw_dir={odd / 'trainB'}")
+    assert (code, err) == (
+        2,
+        f"error: preprocess: data.raw_dir {odd / 'trainB'} is a file, not a folder; point "
+        "data.raw_dir at the dataset folder (import an archive first: cyclegan data import "
+        "ARCHIVE OUT)\n",
+    )
     code, _, err = _cli(capsys, "data", "validate", str(odd / "testA" / "000.png"))
     assert code == 2
     assert err == (
@@ -335,7 +342,15 @@ def test_layout_hints_in_import(tmp_path: Path) -> None:
         f"{src}/trainA/ holds no image files; its sub-folders hold image files: trainA/sub/ (2)."
         " Sub-folders of a split are not read: move the images up into trainA/"
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # 17: no empty new/ left
+    flat = make_layout(tmp_path / "flat", {".": 2})
+    with pytest.raises(DataError) as e:
+        import_dataset(flat, tmp_path / "new" / "out")
+    assert str(e.value) == (
+        f"{flat}: no CycleGAN layout found: expected a folder with trainA/ trainB/ testA/ testB/ "
+        "at most 3 folder levels down; it holds 2 image files directly: sort them into trainA/ "
+        "and trainB/ (training images of each domain) and testA/ and testB/ (held-out test images)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flat", "src"]  # 17: no new/ left
 
 
 # --- 10. entries that are not read are listed with a reason ------------------------------------

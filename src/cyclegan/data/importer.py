@@ -408,6 +408,12 @@ def find_layout(root: Path, label: str | None = None, real_root: Path | None = N
             f"{levels}: import that folder directly (an archive: unpack it first, or re-pack "
             "it with the dataset folder nearer the top)"
         )
+    images = sum(1 for f in root.iterdir() if f.is_file() and is_image_name(f))
+    if images:
+        raise DataError(
+            f"{msg}; it holds {images} image files directly: sort them into trainA/ and trainB/ "
+            "(training images of each domain) and testA/ and testB/ (held-out test images)"
+        )
     raise DataError(msg)
 
 
