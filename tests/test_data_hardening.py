@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from cyclegan.cli import main
+from cyclegan.data.archive import _copy_limited
 from cyclegan.data.errors import DataError
-from cyclegan.data.importer import _copy_limited, import_dataset
+from cyclegan.data.importer import import_dataset
 from cyclegan.data.ingest import MARK
 from cyclegan.data.validate import validate_dataset
 from tests.data_factory import make_layout
