@@ -16,8 +16,9 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from cyclegan.config import DataConfig
 from cyclegan.data.errors import DataError
@@ -128,6 +129,29 @@ def _zip_problem(m: zipfile.ZipInfo) -> str | None:
     return None
 
 
+def _unpack(
+    archive: Path,
+    dest: Path,
+    label: str,
+    cfg: DataConfig,
+    entries: list[tuple[str, bool, int]],
+    open_entry: Callable[[int], IO[bytes] | None],
+) -> None:
+    """Check ``(name, is_dir, size)`` entries as a whole, then write them under ``dest``."""
+    budget = _check_entries(label, entries, archive.stat().st_size, cfg)
+    for i, (name, is_dir, _) in enumerate(entries):
+        target = dest / name
+        if is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        src = open_entry(i)
+        if src is None:  # pragma: no cover - regular files always have data
+            continue
+        with src, open(target, "wb") as dst:
+            budget -= _copy_limited(src, dst, budget, label, name)
+
+
 def _extract_zip(archive: Path, dest: Path, label: str, cfg: DataConfig) -> None:
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
@@ -141,15 +165,7 @@ def _extract_zip(archive: Path, dest: Path, label: str, cfg: DataConfig) -> None
             if problem:
                 raise DataError(f"{label}: archive entry {m.filename!r} {problem}")
         entries = [(m.filename, m.is_dir(), m.file_size) for m in members]
-        budget = _check_entries(label, entries, archive.stat().st_size, cfg)
-        for m in members:
-            target = dest / m.filename
-            if m.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(m) as src, open(target, "wb") as dst:
-                budget -= _copy_limited(src, dst, budget, label, m.filename)
+        _unpack(archive, dest, label, cfg, entries, lambda i: zf.open(members[i]))
 
 
 def _extract_tar(archive: Path, dest: Path, label: str, cfg: DataConfig) -> None:
@@ -164,18 +180,7 @@ def _extract_tar(archive: Path, dest: Path, label: str, cfg: DataConfig) -> None
             if why:
                 raise _refuse(label, m.name, why)
         entries = [(m.name, m.isdir(), m.size) for m in members]
-        budget = _check_entries(label, entries, archive.stat().st_size, cfg)
-        for m in members:
-            target = dest / m.name
-            if m.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(m)
-            if src is None:  # pragma: no cover - regular files always have data
-                continue
-            with src, open(target, "wb") as dst:
-                budget -= _copy_limited(src, dst, budget, label, m.name)
+        _unpack(archive, dest, label, cfg, entries, lambda i: tf.extractfile(members[i]))
 
 
 def _not_archive(path: Path, label: str) -> DataError:
