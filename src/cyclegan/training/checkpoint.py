@@ -172,7 +172,7 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
         try:
             load_checkpoint(path)
         except CheckpointError as e:
-            logging.warning("skipping unreadable checkpoint: %s", e)
+            log.warning("skipping unreadable checkpoint: %s", e)
             continue
         return path
     return None
