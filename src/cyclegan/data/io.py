@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cyclegan.data.errors import DataError
+from cyclegan.storage import staging_dir
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
@@ -202,7 +203,7 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
             "pass overwrite=True (--overwrite) to replace it"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    stage = staging_dir(out)  # also removes stale ones killed runs left
     stage.chmod(0o755)  # mkdtemp makes 0700; the published folder should read like any other
     try:
         yield stage
