@@ -517,6 +517,17 @@ def _refuse_duplicates(node: yaml.Node, prefix: str) -> None:
         _refuse_duplicates(value_node, dotted)
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line: where and what (PyYAML's own text spans several lines with code excerpts)."""
+    if not isinstance(e, yaml.MarkedYAMLError) or e.problem_mark is None:
+        return " ".join(str(e).split())
+    mark = e.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: {e.problem}"
+    if e.context and e.context_mark is not None:
+        where += f" ({e.context} started on line {e.context_mark.line + 1})"
+    return where
+
+
 def read_params_file(path: Path) -> Any:
     """Parse a params file strictly: UTF-8 only, no duplicate keys, not empty."""
     text = _params_text(path)
@@ -526,7 +537,7 @@ def read_params_file(path: Path) -> Any:
         node = loader.get_single_node()
         raw = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(e)}") from e
     finally:
         loader.dispose()
     if node is None:  # nothing but blanks and comments: refuse rather than run on defaults

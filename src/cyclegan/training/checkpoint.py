@@ -127,7 +127,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e):
+        if "Weights only load failed" in str(e) and _looks_like_zip(path):
             lines = [ln.strip() for ln in str(e).splitlines() if "WeightsUnpickler" in ln]
             first = lines[0] if lines else str(e).strip().splitlines()[0]
             raise CheckpointError(
