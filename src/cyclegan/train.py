@@ -256,6 +256,18 @@ def train(cfg: Config, evaluator: Evaluator | None = None) -> TrainResult:
         distributed.cleanup()
 
 
+def _link_final(ckpt_dir: Path, last_path: Path, metrics: dict[str, Any]) -> None:
+    """Make last.pt/best.pt point at the right step files (DVC may have removed them)."""
+    best, last = ckpt_dir / "best.pt", ckpt_dir / "last.pt"
+    if not last.exists():
+        ckpt.link_as(last_path, last)
+    best_step = metrics.get("best_step")
+    best_file = ckpt_dir / f"step_{best_step:08d}.pt" if best_step else None
+    if not best.exists():
+        # no evaluator (or its file was rotated away): the last checkpoint is the best known
+        ckpt.link_as(best_file if best_file and best_file.exists() else last_path, best)
+
+
 def _nothing_to_do(cfg: Config, out_dir: Path, start: int) -> str:
     steps = cfg.train.steps
     if start == steps:
@@ -283,6 +295,8 @@ def _train(
     model = CycleGAN(cfg, info)
     start, metrics, resumed = _try_resume(cfg, model, info, ckpt_dir)
     if start >= cfg.train.steps:  # before MLflow: there is nothing to track
+        if info.is_main and resumed is not None:
+            _link_final(ckpt_dir, resumed, metrics)
         distributed.barrier(info)
         return TrainResult(
             out_dir=out_dir,
@@ -473,17 +487,9 @@ class _Loop:
             self._sample(n)
 
     def _finish_files(self, last_path: Path | None) -> None:
-        """Make last.pt/best.pt point at the right step files (DVC may have removed them)."""
-        best, last = self.ckpt_dir / "best.pt", self.ckpt_dir / "last.pt"
         if last_path is None:
             return
-        if not last.exists():
-            ckpt.link_as(last_path, last)
-        best_step = self.metrics.get("best_step")
-        best_file = self.ckpt_dir / f"step_{best_step:08d}.pt" if best_step else None
-        if not best.exists():
-            # no evaluator (or its file was rotated away): the last checkpoint is the best known
-            ckpt.link_as(best_file if best_file and best_file.exists() else last_path, best)
+        _link_final(self.ckpt_dir, last_path, self.metrics)
         report.write_outputs(self.out_dir, self.cfg.tracking.enabled)
 
     def _result(
