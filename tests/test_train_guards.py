@@ -6,16 +6,18 @@ import io
 import json
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cyclegan.data.errors import DataError
+from cyclegan.data.trainset import check_train_data
 from cyclegan.train import train
-from cyclegan.training.loader import check_train_data
 from cyclegan.training.monitor import progress_bar, show_progress
 from cyclegan.training.step import NonFiniteLossError
-from tests.train_utils import make_synth, tiny_cfg
+from tests.train_utils import cli_env, make_synth, tiny_cfg
 
 HINT = (
     "run `cyclegan preprocess` (or `dvc repro preprocess`) first, or point data.processed_dir "
@@ -133,3 +135,18 @@ def test_torn_checkpoint_is_reported_once_by_its_module_logger(
     torn = [r for r in caplog.records if "skipping unreadable checkpoint" in r.getMessage()]
     assert [r.name for r in torn] == ["cyclegan.training.checkpoint"]
     assert res.resumed_from == 2
+
+
+def test_cli_refuses_missing_data_before_importing_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom cyclegan.cli import main\n"
+        "rc = main(['train', '--set', 'data.processed_dir=nowhere'])\n"
+        "assert 'torch' not in sys.modules, 'the data check must not wait for torch'\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cli_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"error: training data nowhere not found (data.processed_dir): {HINT}\n"
+    assert list(tmp_path.iterdir()) == []  # no run folder, no mlflow.db

@@ -92,9 +92,12 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    from cyclegan.data.trainset import check_train_data
+
+    data = check_train_data(cfg)  # bad data fails in a second, before torch loads
     from cyclegan.train import train
 
-    res = train(cfg)
+    res = train(cfg, data=data)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
         print(res.summary())
     return 0

@@ -22,10 +22,11 @@ import torch
 
 from cyclegan import tracking
 from cyclegan.config import Config, config_from_dict, flatten
+from cyclegan.data.trainset import TrainData, check_train_data
 from cyclegan.training import checkpoint as ckpt
 from cyclegan.training import distributed, report
 from cyclegan.training.distributed import DistInfo
-from cyclegan.training.loader import TrainData, check_train_data, domain_loader, fixed_samples
+from cyclegan.training.loader import domain_loader, fixed_samples
 from cyclegan.training.monitor import CollapseMonitor, progress_bar, sample_grid, show_progress
 from cyclegan.training.step import CycleGAN, NonFiniteLossError
 
@@ -234,13 +235,17 @@ def default_evaluator(cfg: Config, info: DistInfo) -> Evaluator | None:
     return lambda g_ab, g_ba: quick_score(g_ab, g_ba, cfg.data.processed_dir, info.device)
 
 
-def train(cfg: Config, evaluator: Evaluator | None = None) -> TrainResult:
+def train(
+    cfg: Config, evaluator: Evaluator | None = None, data: TrainData | None = None
+) -> TrainResult:
     """Train CycleGAN per ``cfg``; resumable, distributed-aware, tracked.
 
     ``evaluator`` scores the generators every ``train.eval_every`` steps (lower is better) to
-    pick ``best.pt``; by default the weight-free quick score is used.
+    pick ``best.pt``; by default the weight-free quick score is used. ``data`` is
+    ``check_train_data(cfg)`` when the caller has already checked it (the CLI does, before it
+    imports torch).
     """
-    data = check_train_data(cfg)  # before any folder, process group or MLflow run exists
+    data = data or check_train_data(cfg)  # before any folder, process group or MLflow run
     info = distributed.setup(cfg.train.device)
     out_dir = Path(cfg.train.out_dir)
     created = [d for d in (out_dir, out_dir / "checkpoints") if not d.exists()]
