@@ -49,9 +49,10 @@ def test_killed_checkpoint_write_leaves_a_temp_file_the_next_save_removes(
     reused = ckpts / ".best.pt.1-abcdefgh.tmp"  # pid 1 lives, but started after this was written
     legacy_old = ckpts / ".step_00000002.pt.k3j4h5g6.tmp"  # pre-pid name, untouched since before
     legacy_new = ckpts / ".last.pt.zzzzzzzz.tmp"  # pre-pid name, touched while we run: kept
-    other = ckpts / ".notes.tmp"  # not ours at all
+    other = ckpts / ".notes.backup12.tmp"  # not ours at all (not an extension we write)
     for p in (live, reused, legacy_old, legacy_new, other):
         p.write_bytes(b"x")
+    os.utime(other, (me - 60, me - 60))
     boot = psutil.Process(1).create_time()
     os.utime(reused, (boot - 60, boot - 60))
     os.utime(legacy_old, (me - 60, me - 60))

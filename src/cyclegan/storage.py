@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 _OWNED = re.compile(
     r"^\..+\.(?:staging-(?P<dir>\d+)-[a-z0-9_]{8}|(?P<file>\d+)-[a-z0-9_]{8}\.tmp)$"
 )
-_LEGACY = re.compile(r"^\..+\.(?:staging-[a-z0-9_]{8}|[a-z0-9_]{8}\.tmp)$")
+_LEGACY = re.compile(  # only the extensions this project writes: never a user's own `.x.y.tmp`
+    r"^\..+\.(?:staging-[a-z0-9_]{8}|(?:pt|onnx|json|jsonl|csv|html|png|txt)\.[a-z0-9_]{8}\.tmp)$"
+)
 
 
 class StorageError(RuntimeError):
