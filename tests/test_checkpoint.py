@@ -250,7 +250,7 @@ def test_unknown_architecture_and_bad_config(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as e:
         load_generators(path)
     assert str(e.value) == (
-        f"checkpoint {path}: model.generator: unknown generator 'vit_huge' "
+        f"checkpoint {path}: its config is invalid: model.generator: unknown generator 'vit_huge' "
         "(valid: resnet_6blocks, resnet_9blocks, unet_128, unet_256)"
     )
     state["config"]["model"]["generator"] = "resnet_6blocks"

@@ -120,3 +120,77 @@ def test_cli_reports_config_errors_without_traceback(capsys: pytest.CaptureFixtu
     code = main(["preprocess", "--params", str(ROOT / "params.yaml"), "--set", "train.steps=0"])
     assert code == 2
     assert "error: train.steps: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_unknown_registry_names_fail_when_params_load() -> None:
+    from cyclegan.config import DISCRIMINATOR_NAMES, GENERATOR_NAMES
+    from cyclegan.models import DISCRIMINATORS, GENERATORS
+
+    # config owns the names (no torch import at load), models builds each one: they agree
+    assert set(GENERATOR_NAMES) == set(GENERATORS)
+    assert set(DISCRIMINATOR_NAMES) == set(DISCRIMINATORS)
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"model": {"generator": "resnet_7blocks"}})
+    assert str(e.value) == (
+        "model.generator: unknown generator 'resnet_7blocks' "
+        "(valid: resnet_6blocks, resnet_9blocks, unet_128, unet_256)"
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["model.discriminator=stylegan"])
+    assert str(e.value) == (
+        "model.discriminator: unknown discriminator 'stylegan' "
+        "(valid: multiscale, patchgan, patchgan_70, pixel)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            "train:\n  steps: 3\n".encode("utf-16"),
+            "p.yaml: saved as UTF-16 (byte-order mark ff fe); params files must be UTF-8: "
+            "re-save it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8 OLD > NEW`, or your editor's "
+            "encoding menu)",
+        ),
+        (
+            "train:\n  steps: 3\n".encode("utf-16-be"),
+            "p.yaml: contains NUL bytes (saved as UTF-16 without a byte-order mark?); params "
+            "files must be UTF-8",
+        ),
+        (
+            "# café\ntrain: {steps: 3}\n".encode("latin-1"),
+            "p.yaml: not UTF-8 text (byte 0xe9 on line 1; Latin-1?); params files must be UTF-8",
+        ),
+        (
+            b"",
+            "p.yaml: the file is empty (or only comments), so every param would silently take "
+            "its default; write the keys you mean, or `{}` to use all defaults on purpose",
+        ),
+        (b"# only\n\n# comments\n", "p.yaml: the file is empty (or only comments)"),
+        (
+            b"seed: 1\ntrain:\n  steps: 3\n  batch_size: 1\n  steps: 5\n",
+            "train.steps: duplicate key on lines 3 and 5 of {path} (YAML would silently keep "
+            "the last); remove one",
+        ),
+        (b"seed: 1\ntrain: {}\nseed: 2\n", "seed: duplicate key on lines 1 and 3 of {path}"),
+    ],
+)
+def test_params_file_encoding_empty_and_duplicates(
+    tmp_path: Path, data: bytes, message: str
+) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_bytes(data)
+    message = message.replace("{path}", str(path))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    text = str(e.value)
+    assert text.startswith(message if not message.startswith("p.yaml") else f"{path}:"), text
+    assert message.removeprefix("p.yaml") in text
+
+
+def test_params_file_utf8_bom_and_explicit_empty_mapping_load(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_bytes("\ufefftrain: {steps: 3}\n".encode())
+    assert load_config(path).train.steps == 3
+    path.write_text("{}  # all defaults, on purpose\n")
+    assert load_config(path) == Config()

@@ -265,7 +265,10 @@ def test_torch_backend_rejects_a_checkpoint_of_another_architecture(
         "network it is loaded into: missing keys [model.16.conv_block.1.bias"
     )
     assert main([*args, "--backend", "onnx"]) == 2  # a .pt is not an ONNX model either
-    assert "not a loadable ONNX model" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (
+        f"error: {ckpt} is a PyTorch checkpoint, not an ONNX model: pass --backend torch to "
+        "run it, or --model with the `cyclegan export` output (default models/onnx)"
+    )
     shutil.rmtree(tmp_path / "o", ignore_errors=True)
 
 
@@ -283,3 +286,45 @@ def test_an_onnx_model_that_is_not_a_generator_is_refused(tmp_path: Path) -> Non
     assert str(e.value) == (
         f"{path}: not an image generator: expected one N×C×H×W input, got [('x', ['N', 10])]"
     )
+
+
+def test_backend_mismatches_are_named_both_ways(
+    model: tuple[Config, ExportResult], tmp_path: Path
+) -> None:
+    cfg, res = model
+    write_image(tmp_path / "a.png", (32, 32))
+    run_dir = Path(cfg.train.out_dir)
+    with pytest.raises(TranslateError) as e:  # a run folder given to the ONNX backend
+        translate(tmp_path / "a.png", tmp_path / "o", model=run_dir, backend="onnx")
+    assert str(e.value).startswith(
+        f"{run_dir / 'checkpoints' / 'best.pt'} is a PyTorch checkpoint, not an ONNX model: "
+    )
+    with pytest.raises(TranslateError) as e:  # the export folder given to the torch backend
+        translate(tmp_path / "a.png", tmp_path / "o", model=res.out_dir, backend="torch")
+    assert str(e.value) == (
+        f"{res.out_dir} holds ONNX models (generator_AtoB.onnx, generator_BtoA.onnx, "
+        "generator_mine.onnx), not a PyTorch checkpoint: pass --backend onnx to run them, or "
+        "--model with a .pt or a training run folder"
+    )
+    with pytest.raises(TranslateError) as e:
+        translate(tmp_path / "a.png", tmp_path / "o", model=res.files["AtoB"], backend="torch")
+    assert str(e.value).startswith(f"{res.files['AtoB']} is an ONNX model, not a PyTorch ")
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_input_folder_is_an_error_not_zero_images(
+    model: tuple[Config, ExportResult], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, res = model
+    empty = tmp_path / "in"
+    (empty / "nested").mkdir(parents=True)
+    args = ["translate", str(empty), str(tmp_path / "o"), "--model", str(res.out_dir)]
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: no input images in folder {empty}: it holds 1 other entry (e.g. nested); "
+        "images are read directly in the folder (not sub-folders) with the extensions .bmp, "
+    )
+    (empty / "nested").rmdir()
+    with pytest.raises(TranslateError, match=r"in folder .*in: it holds nothing; images are"):
+        translate(empty, tmp_path / "o", model=res.out_dir)
+    assert not (tmp_path / "o").exists()

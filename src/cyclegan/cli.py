@@ -62,9 +62,9 @@ def _data_import(args: argparse.Namespace) -> int:
 
 
 def _data_validate(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # bad params fail before the step's (heavy) imports
     from cyclegan.data.validate import validate_dataset
 
-    cfg = _config(args)
     report = validate_dataset(Path(args.dir), cfg.data)
     print(report.summary())  # first: an unwritable --json path must not cost the user the report
     if args.json:
@@ -73,44 +73,52 @@ def _data_validate(args: argparse.Namespace) -> int:
 
 
 def _data_fetch(args: argparse.Namespace) -> int:
+    cfg = _config(args)
     from cyclegan.data.ingest import ingest
 
-    res = ingest(_config(args), overwrite=args.overwrite)
+    res = ingest(cfg, overwrite=args.overwrite)
     print(res.summary())
     return 0
 
 
 def _preprocess(args: argparse.Namespace) -> int:
+    cfg = _config(args)
     from cyclegan.preprocess import preprocess
 
-    res = preprocess(_config(args))
+    res = preprocess(cfg)
     print(res.summary())
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from cyclegan.data.trainset import check_train_data
+
+    data = check_train_data(cfg)  # bad data fails in a second, before torch loads
     from cyclegan.train import train
 
-    res = train(_config(args))
+    res = train(cfg, data=data)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports
         print(res.summary())
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from cyclegan.evaluate import evaluate
-
     if args.require_weights:
         args.set.append("evaluate.require_weights=true")
-    res = evaluate(_config(args), model=args.model, data=args.data)
+    cfg = _config(args)
+    from cyclegan.evaluate import evaluate
+
+    res = evaluate(cfg, model=args.model, data=args.data)
     print(res.summary())
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    cfg = _config(args)
     from cyclegan.export import export
 
-    res = export(_config(args), checkpoint=args.checkpoint, out_dir=args.out_dir)
+    res = export(cfg, checkpoint=args.checkpoint, out_dir=args.out_dir)
     print(res.summary())
     return 0
 
@@ -216,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'fix your input', printed without a traceback."""
-    errors: list[type[BaseException]] = [ConfigError, FileNotFoundError]
+    # OSError: a path the user gave is missing, unwritable, a folder, or the disk is full
+    errors: list[type[BaseException]] = [ConfigError, OSError]
     for mod, name in [
         ("cyclegan.storage", "StorageError"),
         ("cyclegan.data.errors", "DataError"),
@@ -242,6 +251,36 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _internal_error(e: BaseException) -> int:
+    """Last resort: a bug (not bad input) prints one line and where the traceback went, exit 1.
+
+    Exit 1, not 2: scripts and DVC still see a failure, and 2 keeps meaning "fix your input".
+    The traceback goes to a file (a bug report needs it; users should not have to read it);
+    ``CYCLEGAN_DEBUG=1`` prints it instead.
+    """
+    import tempfile
+    import time
+    import traceback
+
+    if os.environ.get("CYCLEGAN_DEBUG"):
+        traceback.print_exception(e)
+        return 1
+    detail = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    name = f"cyclegan-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    where = Path(tempfile.gettempdir()) / name
+    try:
+        where.write_text("".join(traceback.format_exception(e)))
+        saved = f"the traceback is in {where}"
+    except OSError:
+        saved = "rerun with CYCLEGAN_DEBUG=1 for the traceback"
+    print(
+        f"error: internal error ({detail}). This is a bug in cyclegan, not in your input; "
+        f"{saved} (please attach it to a bug report)",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging()
@@ -251,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:  # evaluated after the step ran, so its error types are loaded
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # no raw traceback for users, ever
+        return _internal_error(e)
 
 
 if __name__ == "__main__":  # pragma: no cover

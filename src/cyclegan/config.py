@@ -111,6 +111,21 @@ class TransformConfig:
         _in_range(self.color_jitter, "transforms.color_jitter", 0.0, 1.0)
 
 
+# Registry names of the networks ``cyclegan.models`` builds. They live here, in the lowest layer,
+# so params are validated when they load (before any command starts work) without importing
+# torch; ``cyclegan.models`` registers one builder per name and a test keeps the two equal.
+GENERATOR_NAMES = ("resnet_6blocks", "resnet_9blocks", "unet_128", "unet_256")
+DISCRIMINATOR_NAMES = ("patchgan", "patchgan_70", "pixel", "multiscale")
+
+
+def _registry_name(kind: str, name: str, valid: tuple[str, ...]) -> None:
+    _check(
+        name in valid,
+        f"model.{kind}",
+        f"unknown {kind} {name!r} (valid: {', '.join(sorted(valid))})",
+    )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Networks by registry name, with the reference implementation's defaults."""
@@ -128,6 +143,8 @@ class ModelConfig:
     init_gain: float = 0.02
 
     def __post_init__(self) -> None:
+        _registry_name("generator", self.generator, GENERATOR_NAMES)
+        _registry_name("discriminator", self.discriminator, DISCRIMINATOR_NAMES)
         _in_range(self.n_layers_d, "model.n_layers_d", 1, 6)
         _in_range(self.num_scales, "model.num_scales", 1, 4)
         _in_range(self.ngf, "model.ngf", 1)
@@ -445,6 +462,98 @@ def config_from_dict(raw: dict[str, Any] | None) -> Config:
     return _build(Config, raw or {})
 
 
+_BOMS = [  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+]
+
+
+def _not_utf8(path: Path, found: str, enc: str) -> ConfigError:
+    return ConfigError(
+        f"{path}: {found}; params files must be UTF-8: re-save it as UTF-8 "
+        f"(e.g. `iconv -f {enc} -t UTF-8 OLD > NEW`, or your editor's encoding menu)"
+    )
+
+
+def _params_text(path: Path) -> str:
+    """The file as UTF-8 text; any other encoding is named (YAML parsers would garble it)."""
+    data = path.read_bytes()
+    for bom, enc in _BOMS:
+        if data.startswith(bom):
+            raise _not_utf8(path, f"saved as {enc} (byte-order mark {bom.hex(' ')})", enc)
+    if b"\x00" in data[:200]:
+        found = "contains NUL bytes (saved as UTF-16 without a byte-order mark?)"
+        raise _not_utf8(path, found, "UTF-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        found = f"not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}; Latin-1?)"
+        raise _not_utf8(path, found, "LATIN1") from e
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys (YAML itself keeps the last silently)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_duplicates(node, "")
+        return super().construct_document(node)
+
+
+def _refuse_duplicates(node: yaml.Node, prefix: str) -> None:
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicates(item, f"{prefix}[{i}]")
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[Any, int] = {}
+    for key_node, value_node in node.value:
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        line = key_node.start_mark.line + 1
+        if key is not None and key != "<<" and key in seen:
+            raise ConfigError(
+                f"{dotted}: duplicate key on lines {seen[key]} and {line} of "
+                f"{key_node.start_mark.name} (YAML would silently keep the last); remove one"
+            )
+        if key is not None:
+            seen[key] = line
+        _refuse_duplicates(value_node, dotted)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """One line: where and what (PyYAML's own text spans several lines with code excerpts)."""
+    if not isinstance(e, yaml.MarkedYAMLError) or e.problem_mark is None:
+        return " ".join(str(e).split())
+    mark = e.problem_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: {e.problem}"
+    if e.context and e.context_mark is not None:
+        where += f" ({e.context} started on line {e.context_mark.line + 1})"
+    return where
+
+
+def read_params_file(path: Path) -> Any:
+    """Parse a params file strictly: UTF-8 only, no duplicate keys, not empty."""
+    text = _params_text(path)
+    loader = _ParamsLoader(text)
+    loader.name = str(path)
+    try:
+        node = loader.get_single_node()
+        raw = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(e)}") from e
+    finally:
+        loader.dispose()
+    if node is None:  # nothing but blanks and comments: refuse rather than run on defaults
+        raise ConfigError(
+            f"{path}: the file is empty (or only comments), so every param would silently take "
+            "its default; write the keys you mean, or `{}` to use all defaults on purpose"
+        )
+    return raw
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load ``params.yaml`` (or defaults when ``path`` is None) and apply overrides."""
     raw: dict[str, Any] = {}
@@ -452,10 +561,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"params file not found: {p} (pass --params FILE)")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        raw = read_params_file(p)
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: top level must be a mapping, got {type(raw).__name__}")
     return config_from_dict(apply_overrides(raw, overrides or []))

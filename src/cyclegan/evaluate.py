@@ -484,6 +484,8 @@ def _evaluate(cfg: Config, model: str | Path | None, data: str | Path | None) ->
         raise EvalError(f"--model {model_path}: not found (a .pt checkpoint or an ONNX folder)")
     root = Path(data) if data else Path(cfg.data.processed_dir)
     device, notes, e = pick_device(cfg), [], cfg.evaluate
+    dataset = load_data(cfg, root)  # the user's inputs first, before weights (maybe downloads)
+    g_ab, g_ba, kind = load_translators(model_path, device)
     lpips = (
         optional(
             cfg,
@@ -506,8 +508,6 @@ def _evaluate(cfg: Config, model: str | Path | None, data: str | Path | None) ->
         if e.fid
         else None
     )
-    dataset = load_data(cfg, root)
-    g_ab, g_ba, kind = load_translators(model_path, device)
     train = load_train(cfg, root, dataset.size)
     clf = fit_classifier(cfg, train)
     means_img = {d: t.mean(0, keepdim=True) for d, t in train.items()} if train else {}

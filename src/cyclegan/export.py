@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ import numpy as np
 from cyclegan import tracking
 from cyclegan.config import Config
 from cyclegan.models.onnx_generator import LAYOUT, NORMALIZATION, OnnxGenerator, OnnxModelError
-from cyclegan.storage import atomic_write_bytes
+from cyclegan.storage import atomic_write_bytes, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -606,7 +605,7 @@ def export(
     out = Path(out_dir or cfg.export.out_dir)
     result = ExportResult(out, ckpt, step, cfg.export.opset)
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    stage = staging_dir(out)
     try:
         template = _export_direction(cfg, train_cfg, g_ab, "AtoB", stage, None, result)
         _export_direction(cfg, train_cfg, g_ba, "BtoA", stage, template, result)

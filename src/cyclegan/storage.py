@@ -8,12 +8,27 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+log = logging.getLogger(__name__)
+
+# Hidden work items beside an output, named after the process that owns them so a later run can
+# tell a killed run's leftovers from a live writer's: ``.<name>.<pid>-<rand>.tmp`` (a file being
+# written) and ``.<name>.staging-<pid>-<rand>`` (a folder being built). Names without a pid are
+# what earlier versions wrote.
+_OWNED = re.compile(
+    r"^\..+\.(?:staging-(?P<dir>\d+)-[a-z0-9_]{8}|(?P<file>\d+)-[a-z0-9_]{8}\.tmp)$"
+)
+_LEGACY = re.compile(  # only the extensions this project writes: never a user's own `.x.y.tmp`
+    r"^\..+\.(?:staging-[a-z0-9_]{8}|(?:pt|onnx|json|jsonl|csv|html|png|txt)\.[a-z0-9_]{8}\.tmp)$"
+)
 
 
 class StorageError(RuntimeError):
@@ -28,6 +43,92 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), or None when it does not exist."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.Error:  # exists, but we may not look at it: treat as alive since forever
+        return 0.0
+
+
+def _newest_mtime(path: Path) -> float:
+    """The newest mtime of ``path`` and, for a folder, of what it holds (a live writer's mark)."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+    return newest
+
+
+def _is_stale(path: Path) -> bool:
+    """Left by a process that is gone: its pid is dead, or reused by a process that started
+    after the item was last touched. Legacy names (no pid) count as stale when nothing in them
+    changed since this process started."""
+    m = _OWNED.match(path.name)
+    if m:
+        started = _started(int(m.group("dir") or m.group("file")))
+        return started is None or _newest_mtime(path) < started
+    if _LEGACY.match(path.name):
+        started = _started(os.getpid())
+        return started is not None and _newest_mtime(path) < started
+    return False
+
+
+def clean_stale(folder: str | Path) -> list[Path]:
+    """Remove the temp files and staging folders killed runs left in ``folder``; say so."""
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = [p for p in folder.iterdir() if p.name.startswith(".")]
+    except OSError:
+        return []
+    for path in entries:
+        try:
+            if not _is_stale(path):
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:  # vanished meanwhile, or not ours to remove: leave it
+            continue
+        removed.append(path)
+    if removed:
+        log.warning(
+            "removed %d stale temporary item(s) that killed runs left in %s: %s",
+            len(removed),
+            folder,
+            ", ".join(sorted(p.name for p in removed)),
+        )
+    return removed
+
+
+def temp_file(path: str | Path) -> str:
+    """A new empty hidden file beside ``path`` (owned by this pid) after cleaning stale ones."""
+    path = Path(path)
+    clean_stale(path.parent)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp"
+    )
+    os.close(fd)
+    return tmp
+
+
+def staging_dir(out: str | Path) -> Path:
+    """A new hidden folder beside ``out`` to build it in (owned by this pid), after cleaning
+    stale ones; callers rename it to ``out`` when complete."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(out.parent)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     """Yield a file that becomes ``path`` only when the block succeeds: readers never see half
@@ -35,9 +136,9 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     mkstemp's 0600), and the rename is fsync'ed so it survives a power cut."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_file(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

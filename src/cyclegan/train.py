@@ -7,10 +7,10 @@ the same training config, restoring every RNG, so a killed run continues bit-ide
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from cyclegan import tracking
 from cyclegan.config import Config, config_from_dict, flatten
+from cyclegan.data.trainset import TrainData, check_train_data
 from cyclegan.training import checkpoint as ckpt
 from cyclegan.training import distributed, report
 from cyclegan.training.distributed import DistInfo
 from cyclegan.training.loader import domain_loader, fixed_samples
-from cyclegan.training.monitor import CollapseMonitor, sample_grid
+from cyclegan.training.monitor import CollapseMonitor, progress_bar, sample_grid, show_progress
 from cyclegan.training.step import CycleGAN, NonFiniteLossError
 
 log = logging.getLogger("cyclegan.train")
@@ -63,8 +63,14 @@ class TrainResult:
     best_score: float | None = None
     mlflow_run_id: str | None = None
     warnings: list[str] = field(default_factory=list)
+    nothing_trained: str | None = None  # why, when the run was already at or past its target
 
     def summary(self) -> str:
+        if self.nothing_trained:
+            return "\n".join(
+                [self.nothing_trained, f"last checkpoint: {self.last_checkpoint} (unchanged)"]
+                + [f"warning: {w}" for w in self.warnings]
+            )
         losses = " ".join(f"{k}={v:.3f}" for k, v in sorted(self.final_losses.items()))
         lines = [
             f"trained {self.steps} steps (global batch {self.global_batch}"
@@ -116,8 +122,8 @@ def seed_everything(seed: int) -> None:
 
 def _try_resume(
     cfg: Config, model: CycleGAN, info: DistInfo, ckpt_dir: Path
-) -> tuple[int, dict[str, Any]]:
-    """Load the newest intact checkpoint of the same training config; (step, metrics).
+) -> tuple[int, dict[str, Any], Path | None]:
+    """Load the newest intact checkpoint of the same training config; (step, metrics, file).
 
     Checkpoints of a different training config are moved aside (never deleted) by rank 0.
     """
@@ -144,9 +150,9 @@ def _try_resume(
             for p in ckpt_dir.glob("*.pt"):
                 p.rename(stale / p.name)
         distributed.barrier(info)
-        return 0, {}
+        return 0, {}, None
     if state is None:
-        return 0, {}
+        return 0, {}, None
     model.load_state_dict(state)
     own = state
     ranks = state.get("ranks")
@@ -163,7 +169,7 @@ def _try_resume(
         )
     set_rng_state(own["rng"])
     log.info("resumed from %s (step %d)", path, state["step"])
-    return int(state["step"]), dict(state.get("metrics", {}))
+    return int(state["step"]), dict(state.get("metrics", {})), path
 
 
 def _save(
@@ -229,27 +235,87 @@ def default_evaluator(cfg: Config, info: DistInfo) -> Evaluator | None:
     return lambda g_ab, g_ba: quick_score(g_ab, g_ba, cfg.data.processed_dir, info.device)
 
 
-def train(cfg: Config, evaluator: Evaluator | None = None) -> TrainResult:
+def train(
+    cfg: Config, evaluator: Evaluator | None = None, data: TrainData | None = None
+) -> TrainResult:
     """Train CycleGAN per ``cfg``; resumable, distributed-aware, tracked.
 
     ``evaluator`` scores the generators every ``train.eval_every`` steps (lower is better) to
-    pick ``best.pt``; by default the weight-free quick score is used.
+    pick ``best.pt``; by default the weight-free quick score is used. ``data`` is
+    ``check_train_data(cfg)`` when the caller has already checked it (the CLI does, before it
+    imports torch).
     """
+    data = data or check_train_data(cfg)  # before any folder, process group or MLflow run
     info = distributed.setup(cfg.train.device)
+    out_dir = Path(cfg.train.out_dir)
+    created = [d for d in (out_dir, out_dir / "checkpoints") if not d.exists()]
     try:
-        return _train(cfg, info, evaluator or default_evaluator(cfg, info))
+        return _train(cfg, info, evaluator or default_evaluator(cfg, info), data)
+    except BaseException:
+        if info.is_main:  # a failed run leaves no empty folders behind (never removes files)
+            for d in reversed(created):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        raise
     finally:
         distributed.cleanup()
 
 
-def _train(cfg: Config, info: DistInfo, evaluator: Evaluator | None) -> TrainResult:
+def _link_final(ckpt_dir: Path, last_path: Path, metrics: dict[str, Any]) -> None:
+    """Make last.pt/best.pt point at the right step files (DVC may have removed them)."""
+    best, last = ckpt_dir / "best.pt", ckpt_dir / "last.pt"
+    if not last.exists():
+        ckpt.link_as(last_path, last)
+    best_step = metrics.get("best_step")
+    best_file = ckpt_dir / f"step_{best_step:08d}.pt" if best_step else None
+    if not best.exists():
+        # no evaluator (or its file was rotated away): the last checkpoint is the best known
+        ckpt.link_as(best_file if best_file and best_file.exists() else last_path, best)
+
+
+def _nothing_to_do(cfg: Config, out_dir: Path, start: int) -> str:
+    steps = cfg.train.steps
+    if start == steps:
+        return (
+            f"nothing trained: the run in {out_dir} already finished train.steps={steps}; "
+            "raise train.steps to train further"
+        )
+    return (
+        f"nothing trained: the run in {out_dir} is already at step {start}, past "
+        f"train.steps={steps} (a resumed run cannot go back); its checkpoints are unchanged. "
+        f"For a {steps}-step model, set another train.out_dir"
+    )
+
+
+def _train(
+    cfg: Config, info: DistInfo, evaluator: Evaluator | None, data: TrainData
+) -> TrainResult:
     _setup_threads(cfg)
     out_dir, ckpt_dir = Path(cfg.train.out_dir), Path(cfg.train.out_dir) / "checkpoints"
     if info.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+        for w in data.warnings():
+            log.warning(w)
     seed_everything(cfg.seed + info.rank)
     model = CycleGAN(cfg, info)
-    start, metrics = _try_resume(cfg, model, info, ckpt_dir)
+    start, metrics, resumed = _try_resume(cfg, model, info, ckpt_dir)
+    if start >= cfg.train.steps:  # before MLflow: there is nothing to track
+        if info.is_main and resumed is not None:
+            _link_final(ckpt_dir, resumed, metrics)
+        distributed.barrier(info)
+        return TrainResult(
+            out_dir=out_dir,
+            steps=start,
+            global_batch=cfg.train.batch_size * info.world_size,
+            last_checkpoint=ckpt_dir / "last.pt",
+            best_checkpoint=ckpt_dir / "best.pt" if (ckpt_dir / "best.pt").exists() else None,
+            final_losses={},
+            images_per_s=0.0,
+            resumed_from=start,
+            best_score=metrics.get("best_score"),
+            warnings=data.warnings(),
+            nothing_trained=_nothing_to_do(cfg, out_dir, start),
+        )
     run_id_file = out_dir / tracking.RUN_ID_FILE
     run_id = run_id_file.read_text().strip() if start and run_id_file.is_file() else None
     tcfg = cfg.tracking if info.is_main else _disabled(cfg)
@@ -257,8 +323,8 @@ def _train(cfg: Config, info: DistInfo, evaluator: Evaluator | None) -> TrainRes
         if run is not None:
             run_id_file.write_text(run.info.run_id)
             _log_params(cfg, info)
-        loop = _Loop(cfg, info, model, out_dir, ckpt_dir, evaluator, metrics)
-        result = loop.run(start)
+        loop = _Loop(cfg, info, model, out_dir, ckpt_dir, evaluator, metrics, data)
+        result = loop.run(start, resumed)
         result.mlflow_run_id = run.info.run_id if run is not None else None
         if run is not None:
             _log_final(result)
@@ -295,8 +361,10 @@ class _Loop:
         ckpt_dir: Path,
         evaluator: Evaluator | None,
         metrics: dict[str, Any],
+        data: TrainData,
     ) -> None:
         self.cfg, self.info, self.model, self.evaluator = cfg, info, model, evaluator
+        self.data = data
         self.out_dir, self.ckpt_dir = out_dir, ckpt_dir
         self.metrics = metrics  # best_score / best_step survive resume
         self.monitor = CollapseMonitor(cfg.train.collapse_window)
@@ -373,7 +441,7 @@ class _Loop:
                 mlflow.set_tag("best_step", str(step))
         return path
 
-    def run(self, start: int) -> TrainResult:
+    def run(self, start: int, resumed: Path | None) -> TrainResult:
         cfg, info, tc = self.cfg, self.info, self.cfg.train
         if info.is_main:
             log.info(
@@ -385,19 +453,17 @@ class _Loop:
             )
         if info.is_main:
             self._trim_log(start)
-        it_a = domain_loader(cfg, info, "train", "A", start)
-        it_b = domain_loader(cfg, info, "train", "B", start)
-        bar = tqdm(
+        it_a = domain_loader(cfg, info, "train", "A", start, self.data.paths["A"])
+        it_b = domain_loader(cfg, info, "train", "B", start, self.data.paths["B"])
+        bar = progress_bar(
             range(start, tc.steps),
             initial=start,
             total=tc.steps,
             disable=not info.is_main,
             desc=f"train (batch {tc.batch_size}x{info.world_size})",
-            dynamic_ncols=True,
-            mininterval=0.2 if sys.stderr.isatty() else 10.0,  # logs/CI: a line every 10 s
         )
         losses: dict[str, float] = {}
-        last_path = ckpt.latest_checkpoint(self.ckpt_dir) if start else None
+        last_path = resumed
         t0, ips = time.perf_counter(), 0.0
         for done, step in enumerate(bar, start=1):
             try:
@@ -419,24 +485,16 @@ class _Loop:
     def _watch(self, n: int, losses: dict[str, float], ips: float, bar: Any) -> None:
         tc = self.cfg.train
         self.monitor.update(n, losses)
-        bar.set_postfix(G=f"{losses['G']:.3f}", D=f"{losses['D']:.3f}", ips=f"{ips:.1f}")
+        show_progress(bar, G=f"{losses['G']:.3f}", D=f"{losses['D']:.3f}", ips=f"{ips:.1f}")
         if n % tc.log_every == 0 or n == tc.steps:
             self._log(n, losses, ips)
         if n % tc.sample_every == 0 or n == tc.steps:
             self._sample(n)
 
     def _finish_files(self, last_path: Path | None) -> None:
-        """Make last.pt/best.pt point at the right step files (DVC may have removed them)."""
-        best, last = self.ckpt_dir / "best.pt", self.ckpt_dir / "last.pt"
         if last_path is None:
             return
-        if not last.exists():
-            ckpt.link_as(last_path, last)
-        best_step = self.metrics.get("best_step")
-        best_file = self.ckpt_dir / f"step_{best_step:08d}.pt" if best_step else None
-        if not best.exists():
-            # no evaluator (or its file was rotated away): the last checkpoint is the best known
-            ckpt.link_as(best_file if best_file and best_file.exists() else last_path, best)
+        _link_final(self.ckpt_dir, last_path, self.metrics)
         report.write_outputs(self.out_dir, self.cfg.tracking.enabled)
 
     def _result(
@@ -455,5 +513,5 @@ class _Loop:
             images_per_s=ips,
             resumed_from=start,
             best_score=self.metrics.get("best_score"),
-            warnings=list(self.monitor.warnings),
+            warnings=self.data.warnings() + list(self.monitor.warnings),
         )

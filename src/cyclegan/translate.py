@@ -64,14 +64,43 @@ class _Runner:
     name: str
 
 
+_CHECKPOINT_NAMES = ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt", "last.pt")
+
+
 def _onnx_path(model: Path, direction: str) -> Path:
     if model.is_dir():
         return model / f"generator_{direction}.onnx"
     return model
 
 
+def _is_checkpoint_file(path: Path) -> bool:
+    """``torch.save`` writes a zip archive; an ONNX file is a protobuf (never starts with PK)."""
+    if path.suffix.lower() in (".pt", ".pth", ".ckpt"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _backend_mismatch_onnx(model: Path, path: Path) -> None:
+    """``--backend onnx`` given a checkpoint or a run folder: say so, not "corrupt"."""
+    found = None
+    if path.is_file() and _is_checkpoint_file(path):
+        found = path
+    elif model.is_dir() and not path.exists():
+        found = next((model / n for n in _CHECKPOINT_NAMES if (model / n).is_file()), None)
+    if found is not None:
+        raise TranslateError(
+            f"{found} is a PyTorch checkpoint, not an ONNX model: pass --backend torch to run "
+            "it, or --model with the `cyclegan export` output (default models/onnx)"
+        )
+
+
 def _load_onnx(model: Path, direction: str, threads: int) -> _Runner:
     path = _onnx_path(model, direction)
+    _backend_mismatch_onnx(model, path)
     gen = OnnxGenerator(path, threads=threads)
     if gen.direction not in ("unknown", direction):
         raise TranslateError(
@@ -83,15 +112,24 @@ def _load_onnx(model: Path, direction: str, threads: int) -> _Runner:
 
 def _checkpoint_path(model: Path) -> Path:
     if model.is_dir():
-        for name in ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt", "last.pt"):
+        for name in _CHECKPOINT_NAMES:
             if (model / name).is_file():
                 return model / name
+        onnx = sorted(p.name for p in model.glob("*.onnx"))
+        if onnx:
+            raise TranslateError(
+                f"{model} holds ONNX models ({', '.join(onnx)}), not a PyTorch checkpoint: pass "
+                "--backend onnx to run them, or --model with a .pt or a training run folder"
+            )
         raise TranslateError(
             f"no checkpoint in {model} (looked for checkpoints/best.pt, checkpoints/last.pt); "
             "pass --model PATH.pt"
         )
     if model.suffix == ".onnx":
-        raise TranslateError(f"{model} is an ONNX file; use --backend onnx, or pass a .pt")
+        raise TranslateError(
+            f"{model} is an ONNX model, not a PyTorch checkpoint: pass --backend onnx to run "
+            "it, or --model with a .pt or a training run folder"
+        )
     return model
 
 
@@ -131,7 +169,21 @@ def find_inputs(spec: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        return list_images(path)
+        images = list_images(path)
+        if not images:  # exit 2 like an empty glob: "translated 0 image(s)" hides a wrong path
+            others = [p.name for p in sorted(path.iterdir())]
+            n = len(others)
+            held = (
+                f"{n} other {'entry' if n == 1 else 'entries'} (e.g. {others[0]})"
+                if n
+                else "nothing"
+            )
+            exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+            raise TranslateError(
+                f"no input images in folder {path}: it holds {held}; images are read directly "
+                f"in the folder (not sub-folders) with the extensions {exts}"
+            )
+        return images
     matches = sorted(Path(p) for p in glob.glob(str(spec), recursive=True))
     found = [p for p in matches if p.is_file() and is_image_name(p)]
     if not found:
@@ -161,7 +213,7 @@ def _save_png(rgb: np.ndarray, dest: Path) -> None:
     buf = io.BytesIO()
     Image.fromarray(rgb, mode="RGB").save(buf, format="PNG")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # see storage
     try:
         with open(tmp, "xb") as f:  # unlike mkstemp (0600), honours the umask like any output
             f.write(buf.getvalue())

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cyclegan.data.errors import DataError
+from cyclegan.storage import staging_dir
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
@@ -260,7 +261,7 @@ def staged_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
             "pass overwrite=True (--overwrite) to replace it"
         )
     created = _make_parents(out.parent)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    stage = staging_dir(out)  # also removes stale ones killed runs left
     stage.chmod(0o755)  # mkdtemp makes 0700; the published folder should read like any other
     published = False
     try:

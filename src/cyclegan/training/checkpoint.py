@@ -14,7 +14,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +24,7 @@ from torch import nn
 
 from cyclegan.config import Config, ConfigError, config_from_dict
 from cyclegan.models import build_generator
-from cyclegan.storage import atomic_writer
+from cyclegan.storage import atomic_writer, temp_file
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +96,7 @@ def link_as(src: str | Path, dst: str | Path) -> Path:
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise CheckpointError(f"checkpoint {src} not found (cannot link it as {dst.name})")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
+    tmp_name = temp_file(dst)
     os.unlink(tmp_name)
     try:
         try:
@@ -129,7 +127,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e):
+        if "Weights only load failed" in str(e) and _looks_like_zip(path):
             lines = [ln.strip() for ln in str(e).splitlines() if "WeightsUnpickler" in ln]
             first = lines[0] if lines else str(e).strip().splitlines()[0]
             raise CheckpointError(
@@ -172,7 +170,7 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
         try:
             load_checkpoint(path)
         except CheckpointError as e:
-            logging.warning("skipping unreadable checkpoint: %s", e)
+            log.warning("skipping unreadable checkpoint: %s", e)
             continue
         return path
     return None

@@ -6,6 +6,7 @@ independent of the number of ranks and data-loader workers, and makes resume exa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,9 +16,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from cyclegan.config import Config
 from cyclegan.data.errors import DataError
-from cyclegan.data.io import list_images, load_image
+from cyclegan.data.io import UnreadableImage, list_images, load_image
+from cyclegan.data.trainset import PREPROCESS_HINT
 from cyclegan.data.transforms import eval_transform, train_transform
 from cyclegan.training.distributed import DistInfo, DistributedStreamSampler, sample_seed
+
+log = logging.getLogger("cyclegan.train")
 
 
 class SeededDomainDataset(Dataset[Tensor]):
@@ -31,13 +35,11 @@ class SeededDomainDataset(Dataset[Tensor]):
         domain: str,
         min_size: int = 1,
         max_pixels: int | None = None,
+        paths: list[Path] | None = None,
     ) -> None:
-        self.paths = list_images(folder)
+        self.paths = list_images(folder) if paths is None else paths
         if not self.paths:
-            raise DataError(
-                f"no images in {folder}: run `cyclegan preprocess` (or `dvc repro preprocess`) "
-                "first, or point data.processed_dir at a dataset with trainA/ trainB/"
-            )
+            raise DataError(f"no images in {folder}: {PREPROCESS_HINT}")
         self.transform, self.seed, self.domain = transform, seed, domain
         self.min_size, self.max_pixels = min_size, max_pixels
 
@@ -53,9 +55,15 @@ class SeededDomainDataset(Dataset[Tensor]):
 
 
 def domain_loader(
-    cfg: Config, info: DistInfo, split: str, domain: str, start_step: int
+    cfg: Config,
+    info: DistInfo,
+    split: str,
+    domain: str,
+    start_step: int,
+    paths: list[Path] | None = None,
 ) -> Iterator[Tensor]:
-    """An endless iterator of this rank's batches for ``split`` + ``domain`` (``trainA``...)."""
+    """An endless iterator of this rank's batches for ``split`` + ``domain`` (``trainA``...);
+    ``paths`` (from ``check_train_data``) replaces listing the folder."""
     root = Path(cfg.data.processed_dir)
     ds = SeededDomainDataset(
         root / f"{split}{domain}",
@@ -64,6 +72,7 @@ def domain_loader(
         domain=domain,
         min_size=cfg.data.min_image_size,
         max_pixels=cfg.data.max_image_pixels,
+        paths=paths,
     )
     sampler = DistributedStreamSampler(
         len(ds),
@@ -87,8 +96,13 @@ def domain_loader(
 def fixed_samples(cfg: Config, domain: str, count: int = 4) -> Tensor | None:
     """The first ``count`` test images of a domain (eval transform) for sample grids."""
     folder = Path(cfg.data.processed_dir) / f"test{domain}"
-    paths = list_images(folder)[:count] if folder.is_dir() else []
-    if not paths:
-        return None
     tf = eval_transform(cfg.transforms.crop_size)
-    return torch.stack([tf(load_image(p, 1, cfg.data.max_image_pixels)) for p in paths])
+    images = []
+    for p in list_images(folder) if folder.is_dir() else []:
+        try:
+            images.append(tf(load_image(p, 1, cfg.data.max_image_pixels)))
+        except UnreadableImage as e:
+            log.warning("sample grid: skipping %s", e)
+        if len(images) == count:
+            break
+    return torch.stack(images) if images else None

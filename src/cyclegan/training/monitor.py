@@ -4,13 +4,34 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, TextIO
 
 import torch
 from torch import Tensor, nn
 
 log = logging.getLogger("cyclegan.train")
+
+LOG_INTERVAL_S = 10.0  # not a terminal (CI, `dvc repro > log`): one progress line this often
+
+
+def progress_bar(iterable: Iterable, file: TextIO | None = None, **kw: Any) -> Any:
+    """A tqdm bar that redraws 5x a second on a terminal and every ``LOG_INTERVAL_S`` in logs."""
+    from tqdm import tqdm
+
+    file = file or sys.stderr
+    tty = hasattr(file, "isatty") and file.isatty()
+    interval = 0.2 if tty else LOG_INTERVAL_S
+    return tqdm(iterable, file=file, dynamic_ncols=tty, mininterval=interval, **kw)
+
+
+def show_progress(bar: Any, **postfix: str) -> None:
+    """Set the bar's figures without drawing: tqdm's default ``refresh=True`` redraws on every
+    call, bypassing ``mininterval`` (a line per step in logs). The next timed update shows them."""
+    bar.set_postfix(refresh=False, **postfix)
 
 
 class CollapseMonitor:
