@@ -6,6 +6,11 @@ One configuration per process (so the peak resident set is honest):
     python benchmarks/train_throughput.py --size 128 --amp bf16 --channels-last
     python benchmarks/train_throughput.py --nproc 2 --size 128        # DDP (gloo) via torchrun
     python benchmarks/train_throughput.py --sweep --size 128           # fp32 / bf16 / bf16+CL table
+    python benchmarks/train_throughput.py --sweep --variants none,none+compile,bf16 --size 64
+
+Every sweep row is also given as a speed ratio to the project's fp32 eager step measured in the
+same run (the first variant is always fp32 eager), with the CPU model and thread count, so
+figures travel between machines. ``first_s`` is the first iteration (compile time included).
 
 The iteration is the project's real ``CycleGAN.train_step`` (G update, then D update, history
 pool, identity loss) on random images, so data loading is not measured.
@@ -73,7 +78,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     shape = (args.batch, 3, args.size, args.size)
     a, b = torch.rand(shape) * 2 - 1, torch.rand(shape) * 2 - 1
     flops = count_flops(model, a, b) if not args.no_flops else 0
-    for _ in range(args.warmup):
+    t0 = time.perf_counter()
+    model.train_step(a, b)  # first call: kernel selection, torch.compile's compilation
+    first_s = time.perf_counter() - t0
+    for _ in range(args.warmup - 1):
         model.train_step(a, b)
     times = []
     for _ in range(args.steps):
@@ -98,6 +106,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "device": str(info.device),
         "median_s_per_iter": med,
+        "first_s": first_s,
+        "cpu": cpu_model(),
         "min_s_per_iter": min(times),
         "images_per_s": args.batch * info.world_size / med,
         "peak_rss_gib": peak_rss,
@@ -112,19 +122,29 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _row(r: dict[str, Any]) -> str:
+def cpu_model() -> str:
+    """``model name`` from /proc/cpuinfo (plus the flags that decide bf16 speed)."""
+    from cyclegan.training.precision import device_name
+
+    return device_name(torch.device("cpu")).removeprefix("cpu: ")
+
+
+def _row(r: dict[str, Any], fp32_s: float | None = None) -> str:
     prec = r["amp"] + (" + channels_last" if r["channels_last"] else "")
+    prec += " + compile" if r.get("compile") else ""
     g = f"{r['gflops_per_s']:.0f}" if r.get("gflops_per_s") else "-"
+    ratio = f"{fp32_s / r['median_s_per_iter']:.2f}x" if fp32_s else "-"
     return (
         f"| {r['generator']} | {r['size']} | {r['batch_per_process']}x{r['world_size']} | "
-        f"{prec} | {r['median_s_per_iter']:.3f} | {r['images_per_s']:.2f} | "
-        f"{r['flops_per_iter'] / 1e12:.3f} | {g} | {r['peak_rss_gib']:.2f} |"
+        f"{prec} | {r['median_s_per_iter']:.3f} | {ratio} | {r.get('first_s', 0):.1f} | "
+        f"{r['images_per_s']:.2f} | {r['flops_per_iter'] / 1e12:.3f} | {g} | "
+        f"{r['peak_rss_gib']:.2f} |"
     )
 
 
 HEADER = (
-    "| generator | size | batch×procs | precision | s/iter (median) | images/s | "
-    "TFLOP/iter | GFLOP/s | peak RSS GiB |\n|---|---|---|---|---|---|---|---|---|"
+    "| generator | size | batch×procs | precision | s/iter (median) | vs fp32 eager | first s | "
+    "images/s | TFLOP/iter | GFLOP/s | peak RSS GiB |\n" + "|---" * 11 + "|"
 )
 
 
@@ -171,18 +191,26 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-flops", action="store_true")
     p.add_argument("--nproc", type=int, default=1, help="DDP processes (torchrun, gloo on CPU)")
-    p.add_argument("--sweep", action="store_true", help="fp32, bf16, bf16+channels_last")
+    p.add_argument("--sweep", action="store_true", help="one process per --variants entry")
+    p.add_argument(
+        "--variants",
+        default="none,bf16,bf16+cl",
+        help="sweep entries: amp[+cl][+compile]; fp32 eager is always measured first",
+    )
     p.add_argument("--json", default=None, help="write the result(s) here ('-' = stdout)")
     args = p.parse_args()
 
     if args.sweep:
-        rows = [
-            _child(args, ["--amp", "none"]),
-            _child(args, ["--amp", "bf16"]),
-            _child(args, ["--amp", "bf16", "--channels-last"]),
-        ]
+        variants = ["none"] + [v for v in args.variants.split(",") if v and v != "none"]
+        rows = []
+        for v in variants:
+            parts = v.split("+")
+            extra = ["--amp", parts[0]] + ["--channels-last"] * ("cl" in parts)
+            rows.append(_child(args, extra + ["--compile"] * ("compile" in parts)))
+        fp32 = rows[0]["median_s_per_iter"]
+        print(f"CPU: {rows[0]['cpu']}; {rows[0]['threads']} threads; load {os.getloadavg()}")
         print(HEADER)
-        print("\n".join(_row(r) for r in rows))
+        print("\n".join(_row(r, fp32) for r in rows))
         if args.json and args.json != "-":
             Path(args.json).write_text(json.dumps(rows, indent=2))
         return

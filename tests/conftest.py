@@ -80,3 +80,11 @@ def pytest_configure(config: pytest.Config) -> None:
     threads = int(os.environ.get("CYCLEGAN_TEST_THREADS", "1"))
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _user_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """XDG_CACHE_HOME (the precision probe's cache) in a temp dir, never the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield

@@ -122,6 +122,9 @@ def test_step_outputs_numbers_and_mlflow(
     metrics = json.loads((tmp_path / "metrics" / "eval.json").read_text())
     model_l1, ident_l1 = _hand_l1(bench, bench / "run/checkpoints/best.pt")
     ab = metrics["AtoB"]
+    # The evaluator runs the same fp32 generator in batches, the hand version one image at a
+    # time: outputs in [-1, 1] differ by kernel rounding only (~1e-6 on any x86 CPU; no
+    # optimiser step amplifies it), so an L1 in [0, 1] agrees to 1e-5 absolute.
     assert ab["l1_to_gt"]["mean"] == pytest.approx(model_l1, abs=1e-5)
     assert ab["identity_l1_to_gt"]["mean"] == pytest.approx(ident_l1, abs=1e-6)
     assert ab["l1_to_gt_gain"]["mean"] == pytest.approx(ident_l1 - model_l1, abs=1e-5)

@@ -222,7 +222,9 @@ def test_lpips_matches_torchmetrics_and_checks_range(_isolated: Path) -> None:
     assert scorer(x, x).tolist() == [0.0, 0.0, 0.0]
     # torchmetrics' own metric finds the same backbone file in the hub cache via torchvision
     ref = LearnedPerceptualImagePatchSimilarity("squeeze", reduction="none", normalize=False)
-    assert scorer(x, y).numpy() == pytest.approx(ref(x, y).numpy(), abs=1e-5)
+    # same weights and ops, computed by two implementations: fp32 rounding only, relative to
+    # the distance itself (its scale depends on the random inputs, not a CPU constant)
+    assert scorer(x, y).numpy() == pytest.approx(ref(x, y).numpy(), rel=1e-4)
     assert scorer(x, y).min() > 0
     proto = scorer.protocol()
     assert proto["input"] == "float RGB in [-1, 1], normalize=False"
@@ -261,7 +263,7 @@ def test_lpips_alex_default_backbone(_isolated: Path) -> None:
     g = torch.Generator().manual_seed(3)
     x, y = (torch.rand(2, 3, 64, 64, generator=g) * 2 - 1 for _ in range(2))
     ref = LearnedPerceptualImagePatchSimilarity("alex", reduction="none", normalize=False)
-    assert load_lpips("alex")(x, y).numpy() == pytest.approx(ref(x, y).numpy(), abs=1e-5)
+    assert load_lpips("alex")(x, y).numpy() == pytest.approx(ref(x, y).numpy(), rel=1e-4)
 
 
 def test_cache_lookup_is_by_the_canonical_file_name(_isolated: Path, tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ def tiny_params(tmp: Path, data_root: Path, **sections: dict[str, Any]) -> dict[
             "keep_last": 10,
             "eval_every": 0,
             "threads": 1,
+            "amp": "none",  # auto measures the machine: tests must not depend on which one
         },
         "tracking": {"enabled": False, "uri": f"sqlite:///{tmp / 'mlflow.db'}"},
     }

@@ -198,8 +198,8 @@ class TrainConfig:
     batch_size: int = 1  # per process; global batch = batch_size * world size
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"  # auto: see resolve_amp()
-    channels_last: bool = False
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"  # auto: measured (training.precision)
+    channels_last: bool | Literal["auto"] = False  # auto: measured, see training.precision
     compile: bool = False
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     log_every: int = 10

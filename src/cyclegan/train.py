@@ -24,7 +24,7 @@ from cyclegan import tracking
 from cyclegan.config import Config, config_from_dict, flatten
 from cyclegan.data.trainset import TrainData, check_train_data
 from cyclegan.training import checkpoint as ckpt
-from cyclegan.training import distributed, report
+from cyclegan.training import distributed, precision, report
 from cyclegan.training.distributed import DistInfo
 from cyclegan.training.loader import domain_loader, fixed_samples
 from cyclegan.training.monitor import CollapseMonitor, progress_bar, sample_grid, show_progress
@@ -196,7 +196,7 @@ def _save(
     return path
 
 
-def _log_params(cfg: Config, info: DistInfo) -> None:
+def _log_params(cfg: Config, info: DistInfo, model: CycleGAN) -> None:
     import mlflow
 
     params = {k: str(v)[:500] for k, v in flatten(cfg.to_dict()).items()}
@@ -208,8 +208,12 @@ def _log_params(cfg: Config, info: DistInfo) -> None:
             "world_size": info.world_size,
             "global_batch": cfg.train.batch_size * info.world_size,
             **{f"version.{k}": v for k, v in tracking.library_versions().items()},
+            "precision.amp": model.amp,
+            "precision.channels_last": str(model.memory_format == torch.channels_last),
         }
     )
+    if model.precision is not None:  # what `auto` measured on this machine
+        params.update(precision.mlflow_params(model.precision))
     existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
     mlflow.log_params({k: v for k, v in params.items() if k not in existing})
 
@@ -298,6 +302,8 @@ def _train(
             log.warning(w)
     seed_everything(cfg.seed + info.rank)
     model = CycleGAN(cfg, info)
+    if info.is_main and model.precision is not None:
+        log.info("%s", precision.summary(model.precision))
     start, metrics, resumed = _try_resume(cfg, model, info, ckpt_dir)
     if start >= cfg.train.steps:  # before MLflow: there is nothing to track
         if info.is_main and resumed is not None:
@@ -322,7 +328,7 @@ def _train(
     with tracking.mlflow_run(tcfg, run_name=f"train-{cfg.hash()}", run_id=run_id) as run:
         if run is not None:
             run_id_file.write_text(run.info.run_id)
-            _log_params(cfg, info)
+            _log_params(cfg, info, model)
         loop = _Loop(cfg, info, model, out_dir, ckpt_dir, evaluator, metrics, data)
         result = loop.run(start, resumed)
         result.mlflow_run_id = run.info.run_id if run is not None else None

@@ -17,21 +17,21 @@ from torch import Tensor, nn
 
 from cyclegan.config import Config
 from cyclegan.models import build_discriminator, build_generator
-from cyclegan.training import distributed
+from cyclegan.training import distributed, precision
 from cyclegan.training.distributed import DistInfo
 from cyclegan.training.losses import GANLoss, cycle_loss, gradient_penalty, identity_loss
 from cyclegan.training.pool import ImagePool
 from cyclegan.training.schedulers import build_scheduler
 
 
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """``auto``: fp32 on CPU (bf16 measured 1.5x slower per iteration on our AVX512-BF16 CPUs,
-    BENCHMARKS.md), bf16 on a GPU that supports it (no GPU measurement yet), else fp32."""
+def resolve_amp(amp: str, device: torch.device, cfg: Config | None = None) -> str:
+    """An explicit ``amp`` as is; ``auto`` = what the precision probe measured fastest on this
+    machine for ``cfg``'s networks (the default config's when None; see training.precision)."""
     if amp != "auto":
         return amp
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "none"
+    from cyclegan.training.precision import precision_report
+
+    return precision_report(cfg or Config(), device)["auto"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -97,7 +97,9 @@ class CycleGAN:
         self.g_ab, self.g_ba = build_generator(m), build_generator(m)
         self.d_a = build_discriminator(m, input_nc=m.input_nc)
         self.d_b = build_discriminator(m, input_nc=m.output_nc)
-        fmt = torch.channels_last if cfg.train.channels_last else torch.preserve_format
+        # explicit settings as given; ``auto`` ones measured (cached per machine)
+        self.amp, channels_last, self.precision = precision.resolve(cfg, info)
+        fmt = torch.channels_last if channels_last else torch.preserve_format
         self.memory_format = fmt
         for net in self.nets.values():
             net.to(dev, memory_format=self.memory_format)
@@ -115,7 +117,6 @@ class CycleGAN:
         self.opt_d = torch.optim.Adam(d_params, lr=o.lr, betas=(o.beta1, o.beta2))
         self.sched_g = build_scheduler(self.opt_g, o, cfg.train.steps)
         self.sched_d = build_scheduler(self.opt_d, o, cfg.train.steps)
-        self.amp = resolve_amp(cfg.train.amp, dev)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp == "fp16")
         seed = cfg.seed * 1000 + info.rank
         self.pool_a = ImagePool(cfg.loss.pool_size, seed=seed + 1)

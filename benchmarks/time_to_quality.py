@@ -1,0 +1,143 @@
+"""Wall-clock time until the synthetic benchmark's A->B L1 to ground truth reaches a target.
+
+    python benchmarks/time_to_quality.py                         # params.yaml as it is
+    python benchmarks/time_to_quality.py --set train.batch_size=1 --set train.steps=1200
+    python benchmarks/time_to_quality.py --target-gain 0.30 --eval-every 50 --json out.json
+
+Trains with the project's own ``train(cfg)`` on the synthetic benchmark (built once in
+``--data``, from ``data.synth`` of the params), scores A->B L1 to ground truth every
+``--eval-every`` steps with the training-time quick score, and reports the training wall-clock
+(scoring time excluded, checkpointing included) at which L1 first fell to the target: by default
+30 % below the "every output is the mean target image" baseline. The run stops there unless
+``--full``. Also prints the final sample grid path, to look at colours and stripes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class _Reached(Exception):
+    pass
+
+
+def mean_target_l1(root: Path) -> float:
+    """L1 of predicting the per-pixel mean trainB image for every testA ground truth."""
+    from PIL import Image
+
+    def load(paths: list[Path]) -> np.ndarray:
+        return np.stack([np.asarray(Image.open(p).convert("RGB"), np.float64) / 255 for p in paths])
+
+    mean_b = load(sorted((root / "trainB").glob("*.png"))).mean(0)
+    gt = load(sorted((root / "testA_gt").glob("*.png")))
+    return float(np.abs(gt - mean_b).mean())
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    import yaml
+
+    from cyclegan.config import apply_overrides, config_from_dict
+    from cyclegan.data.synth import synthesize
+    from cyclegan.evaluation.quick import quick_score
+    from cyclegan.train import train
+
+    raw = apply_overrides(yaml.safe_load(Path(args.params).read_text()), args.set)
+    s = raw.get("data", {}).get("synth", {})
+    data = Path(args.data)
+    if not (data / "testA_gt").is_dir():
+        synthesize(data, train=s.get("train", 200), test=s.get("test", 40),
+                   size=s.get("size", 64), seed=s.get("seed", 0))  # fmt: skip
+    out = Path(args.out)
+    every = args.eval_every
+    raw = apply_overrides(raw, [
+        f"data.processed_dir={data}", f"train.out_dir={out}", "train.resume=false",
+        f"train.eval_every={every}", f"train.checkpoint_every={every}",
+        "tracking.enabled=false",
+    ])  # fmt: skip
+    cfg = config_from_dict(raw)
+    baseline = mean_target_l1(data)
+    target = args.target if args.target else baseline * (1 - args.target_gain)
+    curve: list[dict[str, float]] = []
+    t0, scoring = time.perf_counter(), 0.0
+    state: dict[str, Any] = {"reached": None, "step": 0}
+
+    def evaluator(g_ab: Any, g_ba: Any) -> dict[str, float]:
+        nonlocal scoring
+        t = time.perf_counter()
+        wall = t - t0 - scoring  # training time so far, earlier scoring excluded
+        state["step"] += every
+        scores = quick_score(g_ab, g_ba, data, "cpu")
+        scoring += time.perf_counter() - t
+        point = {"step": min(state["step"], cfg.train.steps), "train_s": round(wall, 1),
+                 "l1_AtoB": round(scores["l1_to_gt_AtoB"], 4),
+                 "l1_BtoA": round(scores["l1_to_gt_BtoA"], 4)}  # fmt: skip
+        curve.append(point)
+        print(json.dumps(point), file=sys.stderr, flush=True)
+        if state["reached"] is None and point["l1_AtoB"] <= target:
+            state["reached"] = point
+            if not args.full:
+                raise _Reached
+        return scores
+
+    with contextlib.suppress(_Reached):
+        train(cfg, evaluator=evaluator)
+    reached = state["reached"]
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": " ".join(["python", *sys.argv]),
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "load_avg": [round(v, 2) for v in os.getloadavg()],
+        "overrides": args.set,
+        "baseline_mean_target_l1": round(baseline, 4),
+        "target_l1": round(target, 4),
+        "reached": reached is not None,
+        "time_to_target_s": reached["train_s"] if reached else None,
+        "steps_to_target": reached["step"] if reached else None,
+        "final": curve[-1] if curve else None,
+        "best_l1_AtoB": min((p["l1_AtoB"] for p in curve), default=None),
+        "curve": curve,
+        "samples": sorted(str(p) for p in (out / "samples").glob("*.png"))[-1:],
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--set", action="append", default=[], help="dotted.key=value override")
+    p.add_argument("--target", type=float, default=0.0, help="absolute A->B L1 target")
+    p.add_argument("--target-gain", type=float, default=0.30, help="fraction below baseline")
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--full", action="store_true", help="train all steps after the target")
+    tmp = Path(tempfile.gettempdir())
+    p.add_argument("--data", default=str(tmp / "cyclegan-ttq-data"))
+    p.add_argument("--out", default=str(tmp / "cyclegan-ttq-run"))
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    result = run(args)
+    print(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
