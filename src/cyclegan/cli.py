@@ -62,10 +62,11 @@ def _data_import(args: argparse.Namespace) -> int:
 
 
 def _data_validate(args: argparse.Namespace) -> int:
+    from cyclegan.data.channels import split_channels
     from cyclegan.data.validate import validate_dataset
 
     cfg = _config(args)
-    report = validate_dataset(Path(args.dir), cfg.data)
+    report = validate_dataset(Path(args.dir), cfg.data, channels=split_channels(cfg.model))
     if args.json:
         report.write_json(Path(args.json))
     print(report.summary())

@@ -26,7 +26,7 @@ from cyclegan.config import Config, config_from_dict, flatten
 from cyclegan.training import checkpoint as ckpt
 from cyclegan.training import distributed, report
 from cyclegan.training.distributed import DistInfo
-from cyclegan.training.loader import domain_loader, fixed_samples
+from cyclegan.training.loader import domain_loader, fixed_samples, progressive_stages
 from cyclegan.training.monitor import CollapseMonitor, sample_grid
 from cyclegan.training.step import CycleGAN, NonFiniteLossError
 
@@ -226,7 +226,10 @@ def default_evaluator(cfg: Config, info: DistInfo) -> Evaluator | None:
         return None
     from cyclegan.evaluation.quick import quick_score
 
-    return lambda g_ab, g_ba: quick_score(g_ab, g_ba, cfg.data.processed_dir, info.device)
+    channels = (cfg.model.input_nc, cfg.model.output_nc)
+    return lambda g_ab, g_ba: quick_score(
+        g_ab, g_ba, cfg.data.processed_dir, info.device, channels=channels
+    )
 
 
 def train(cfg: Config, evaluator: Evaluator | None = None) -> TrainResult:
@@ -235,6 +238,7 @@ def train(cfg: Config, evaluator: Evaluator | None = None) -> TrainResult:
     ``evaluator`` scores the generators every ``train.eval_every`` steps (lower is better) to
     pick ``best.pt``; by default the weight-free quick score is used.
     """
+    progressive_stages(cfg)  # a bad schedule fails here, before processes or tracking start
     info = distributed.setup(cfg.train.device)
     try:
         return _train(cfg, info, evaluator or default_evaluator(cfg, info))
