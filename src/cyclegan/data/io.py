@@ -153,7 +153,7 @@ def _min_max(arr: np.ndarray) -> np.ndarray:
     lo, hi = float(arr.min()), float(arr.max())
     if hi <= lo:
         return np.zeros(arr.shape, np.float64)
-    return (arr - lo) * (255.0 / (hi - lo))
+    return (arr - lo) * 255.0 / (hi - lo)
 
 
 def scale_to_uint8(arr: np.ndarray) -> np.ndarray:

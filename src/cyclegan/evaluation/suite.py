@@ -51,7 +51,7 @@ def translate(
     """Run ``g`` over ``x`` in batches; outputs are checked to be finite and in ``[-1, 1]``."""
     out = [g(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
     y = torch.cat(out)
-    if y.shape != x.shape:
+    if y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:  # channels may differ
         raise EvalError(
             f"{name} output shape {tuple(y.shape)} != input shape {tuple(x.shape)}; evaluate "
             "needs same-size translations (check model.input_nc/output_nc and the image size)"
