@@ -389,6 +389,12 @@ class _Loop:
             )
         if info.is_main:
             self._trim_log(start)
+            stages = progressive_stages(cfg)
+            if len(stages) > 1:
+                log.info(
+                    "progressive resizing: %s",
+                    ", ".join(f"{s.crop_size} px from step {s.first_step + 1}" for s in stages),
+                )
         it_a = domain_loader(cfg, info, "train", "A", start)
         it_b = domain_loader(cfg, info, "train", "B", start)
         bar = tqdm(

@@ -26,7 +26,7 @@ from cyclegan.data.channels import domain_channels
 from cyclegan.data.errors import DataError
 from cyclegan.data.io import list_images, load_image
 from cyclegan.data.transforms import eval_transform, train_transform
-from cyclegan.models import generator_size_multiple
+from cyclegan.models import build_discriminator, generator_size_multiple
 from cyclegan.training.distributed import DistInfo, DistributedStreamSampler, sample_seed
 
 
@@ -44,13 +44,20 @@ def progressive_stages(cfg: Config) -> list[Stage]:
     t = cfg.transforms
     if not cfg.train.progressive:
         return [Stage(0, t.load_size, t.crop_size)]
-    multiple = generator_size_multiple(cfg.model)
+    m = cfg.model
+    multiple = generator_size_multiple(m)
+    smallest = int(getattr(build_discriminator(m, m.input_nc), "min_size", 1))
     stages = []
     for i, (frac, size) in enumerate(cfg.train.progressive):
         if size % multiple:
             raise ConfigError(
                 f"train.progressive[{i}][1]: must be a multiple of {multiple} (the "
-                f"{cfg.model.generator} generator's size multiple), got {size}"
+                f"{m.generator} generator's size multiple), got {size}"
+            )
+        if size < smallest:
+            raise ConfigError(
+                f"train.progressive[{i}][1]: must be >= {smallest} px (the smallest input of "
+                f"the {m.discriminator} discriminator with these settings), got {size}"
             )
         load = max(size, round(t.load_size * size / t.crop_size))
         stages.append(Stage(math.floor(frac * cfg.train.steps), load, size))
