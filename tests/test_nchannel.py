@@ -271,3 +271,16 @@ def test_scale_to_uint8_rule() -> None:
     assert s([5, 5], "int64") == [5, 5] and s([70_000, 70_000], "int64") == [0, 0]
     four = np.stack([np.full((2, 2), v, np.uint32) for v in (0, 10**6, 2 * 10**6, 4 * 10**6)], -1)
     assert scale_to_uint8(four)[0, 0].tolist() == [0, 64, 128, 255]  # one range for all bands
+
+
+def test_tiffs_pillow_cannot_open_are_read_with_tifffile(tmp_path: Path) -> None:
+    rgb16 = np.array([[[0, 257, 65535]]], np.uint16).repeat(20, 0).repeat(20, 1)
+    tifffile.imwrite(tmp_path / "rgb16.tif", rgb16)  # Pillow: "cannot identify image file"
+    assert np.asarray(load_image(tmp_path / "rgb16.tif"))[0, 0].tolist() == [0, 1, 255]
+    four = np.zeros((20, 20, 4), np.uint8)
+    tifffile.imwrite(tmp_path / "four.tif", four, photometric="minisblack", planarconfig="contig")
+    with pytest.raises(UnreadableImage, match=r"array of shape \(20, 20, 4\) has no axis of 1 "):
+        load_image(tmp_path / "four.tif", channels=1)
+    (tmp_path / "junk.tif").write_bytes(b"not a tiff at all")
+    with pytest.raises(UnreadableImage, match=r"not an image \(Pillow cannot identify the file\)"):
+        load_image(tmp_path / "junk.tif")

@@ -176,13 +176,14 @@ def scale_to_uint8(arr: np.ndarray) -> np.ndarray:
     finite = np.isfinite(x)
     x = np.where(finite, x, 0.0)
     lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    is_float = arr.dtype.kind == "f"
     if arr.dtype == np.uint16:
         out = x / 257.0
-    elif arr.dtype.kind == "f":
-        out = x * 255.0 if lo >= 0 and hi <= 1 else x if lo >= 0 and hi <= 255 else _min_max(x)
+    elif is_float and lo >= 0 and hi <= 1:
+        out = x * 255.0
     elif lo >= 0 and hi <= 255:
         out = x
-    elif lo >= 0 and hi <= 65535:
+    elif not is_float and lo >= 0 and hi <= 65535:
         out = x / 257.0
     else:
         out = _min_max(x)
@@ -323,7 +324,19 @@ def load_image_info(
             f"a {channels}-channel domain needs .tif/.tiff or .npy files "
             f"(multispectral arrays), not {suffix or 'no extension'}",
         )
-    return _pillow_image(path, min_size, max_pixels, channels)
+    try:
+        return _pillow_image(path, min_size, max_pixels, channels)
+    except UnreadableImage as e:
+        # Pillow cannot open multi-band or 16-bit colour TIFFs: tifffile may (3 bands of uint16),
+        # or at least say how many channels the file has
+        if suffix in (".tif", ".tiff") and e.reason.startswith("not an image"):
+            try:
+                return _array_image(path, min_size, max_pixels, channels)
+            except UnreadableImage as e2:
+                if "channels" not in e2.reason:  # not a TIFF either: Pillow's reason stands
+                    raise e from None
+                raise
+        raise
 
 
 def load_image(

@@ -46,7 +46,8 @@ def progressive_stages(cfg: Config) -> list[Stage]:
         return [Stage(0, t.load_size, t.crop_size)]
     m = cfg.model
     multiple = generator_size_multiple(m)
-    smallest = int(getattr(build_discriminator(m, m.input_nc), "min_size", 1))
+    with torch.random.fork_rng(devices=[]):  # building initialises weights: keep RNGs as they are
+        smallest = int(getattr(build_discriminator(m, m.input_nc), "min_size", 1))
     stages = []
     for i, (frac, size) in enumerate(cfg.train.progressive):
         if size % multiple:
