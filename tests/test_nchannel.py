@@ -284,3 +284,17 @@ def test_tiffs_pillow_cannot_open_are_read_with_tifffile(tmp_path: Path) -> None
     (tmp_path / "junk.tif").write_bytes(b"not a tiff at all")
     with pytest.raises(UnreadableImage, match=r"not an image \(Pillow cannot identify the file\)"):
         load_image(tmp_path / "junk.tif")
+
+
+def test_fid_kid_say_why_they_skip_multispectral_sets() -> None:
+    from cyclegan.evaluate import set_metrics
+    from cyclegan.evaluation.suite import Direction
+
+    x = torch.zeros(2, 4, 16, 16)
+    dirs = [Direction(n, x, x, x, None, ["a", "b"]) for n in ("AtoB", "BtoA")]
+    notes: list[str] = []
+    assert set_metrics(config_from_dict({}), None, dirs, notes) == ({}, {})  # no Inception run
+    assert notes == [
+        "FID/KID skipped: the Inception network takes RGB; these domains have [4] channels "
+        "(1-channel images are repeated to RGB, other counts cannot be scored)"
+    ]
