@@ -79,8 +79,7 @@ def test_ssim_hand_cases() -> None:
             "x: values must lie in [-1, 1], got [255.000, 255.000] (images in [0, 1] must be "
             "mapped with x * 2 - 1; [0, 255] with x / 127.5 - 1)",
         ),
-        (torch.zeros(1, 1, 16, 16), "x: expected images shaped N×3×H×W (RGB), got (1, 1, 16, 16)"),
-        (torch.zeros(3, 16, 16), "x: expected images shaped N×3×H×W (RGB), got (3, 16, 16)"),
+        (torch.zeros(3, 16, 16), "x: expected images shaped N×C×H×W, got (3, 16, 16)"),
         (
             torch.zeros(1, 3, 16, 16, dtype=torch.uint8),
             "x: expected float images in [-1, 1], got dtype torch.uint8 (convert uint8 with "

@@ -63,9 +63,10 @@ def _data_import(args: argparse.Namespace) -> int:
 
 def _data_validate(args: argparse.Namespace) -> int:
     cfg = _config(args)  # bad params fail before the step's (heavy) imports
+    from cyclegan.data.channels import split_channels
     from cyclegan.data.validate import validate_dataset
 
-    report = validate_dataset(Path(args.dir), cfg.data)
+    report = validate_dataset(Path(args.dir), cfg.data, channels=split_channels(cfg.model))
     print(report.summary())  # first: an unwritable --json path must not cost the user the report
     if args.json:
         report.write_json(Path(args.json))

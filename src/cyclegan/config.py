@@ -210,6 +210,8 @@ class TrainConfig:
     out_dir: str = "runs/train"
     resume: bool = True
     collapse_window: int = 50  # steps a discriminator loss must stay near zero to warn
+    # progressive resizing: [[fraction of steps, crop size], ...] from 0.0; [] = fixed size
+    progressive: tuple[tuple[float, int], ...] = ()
 
     def __post_init__(self) -> None:
         _in_range(self.steps, "train.steps", 1)
@@ -225,6 +227,28 @@ class TrainConfig:
             _in_range(getattr(self, key), f"train.{key}", 1)
         _in_range(self.eval_every, "train.eval_every", 0)
         _in_range(self.collapse_window, "train.collapse_window", 1)
+        _check_progressive(self.progressive)
+
+
+def _check_progressive(stages: tuple[tuple[float, int], ...]) -> None:
+    """Fractions start at 0.0 and increase below 1.0; sizes increase and are >= 8."""
+    for i, (frac, size) in enumerate(stages):
+        key = f"train.progressive[{i}]"
+        _in_range(frac, f"{key}[0]", 0.0)
+        _check(frac < 1.0, f"{key}[0]", f"a fraction of train.steps must be < 1.0, got {frac}")
+        _in_range(size, f"{key}[1]", 8)
+        if i == 0:
+            _check(frac == 0.0, f"{key}[0]", f"the first stage must start at 0.0, got {frac}")
+        else:
+            prev_frac, prev_size = stages[i - 1]
+            _check(
+                frac > prev_frac,
+                f"{key}[0]",
+                f"fractions must increase, got {frac} after {prev_frac}",
+            )
+            _check(
+                size > prev_size, f"{key}[1]", f"sizes must increase, got {size} after {prev_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -328,6 +352,23 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+    def __post_init__(self) -> None:
+        stages = self.train.progressive
+        if stages:
+            last, crop = stages[-1][1], self.transforms.crop_size
+            _check(
+                last == crop,
+                f"train.progressive[{len(stages) - 1}][1]",
+                f"the last stage must train at transforms.crop_size ({crop}), got {last}",
+            )
+        rgb = self.model.input_nc == 3 and self.model.output_nc == 3
+        _check(
+            rgb or self.transforms.color_jitter == 0,
+            "transforms.color_jitter",
+            f"colour jitter needs RGB domains, but model.input_nc={self.model.input_nc} and "
+            f"model.output_nc={self.model.output_nc}; set it to 0",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from cyclegan.config import Config
+from cyclegan.data.channels import describe, domain_channels
 from cyclegan.evaluation import fid as fidmod
 from cyclegan.evaluation import report
 from cyclegan.evaluation.bootstrap import bootstrap_ci
@@ -28,7 +29,7 @@ from cyclegan.evaluation.classifier import TrainedClassifier, train_classifier
 from cyclegan.evaluation.errors import EvalError
 from cyclegan.evaluation.images import ImageSet, load_folder, load_ground_truth
 from cyclegan.evaluation.lpips import LpipsScorer, load_lpips
-from cyclegan.evaluation.metrics import to_uint8
+from cyclegan.evaluation.metrics import as_rgb, to_uint8
 from cyclegan.evaluation.suite import (
     DIRECTIONS,
     Direction,
@@ -113,6 +114,11 @@ def default_model(cfg: Config) -> Path:
     )
 
 
+def _describe(cfg: Config) -> str:
+    a, b = cfg.model.input_nc, cfg.model.output_nc
+    return "RGB" if a == b == 3 else f"A {describe(a)} / B {describe(b)}"
+
+
 def pick_device(cfg: Config) -> torch.device:
     if cfg.train.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -159,9 +165,10 @@ def load_data(cfg: Config, root: Path) -> _Data:
                 f"{root / split} not found: --data must be a dataset root with testA/ and testB/ "
                 f"(default data.processed_dir={cfg.data.processed_dir}; run `dvc repro preprocess`)"
             )
-    size = cfg.transforms.crop_size
-    test = {d: load_folder(root / f"test{d}", size, cfg.evaluate.max_images) for d in "AB"}
-    gt = {d: load_ground_truth(root, f"test{d}", test[d], size) for d in "AB"}
+    size, nc = cfg.transforms.crop_size, domain_channels(cfg.model)
+    test = {d: load_folder(root / f"test{d}", size, cfg.evaluate.max_images, nc[d]) for d in "AB"}
+    other = {"A": "B", "B": "A"}  # testA_gt is testA rendered in domain B
+    gt = {d: load_ground_truth(root, f"test{d}", test[d], size, nc[other[d]]) for d in "AB"}
     return _Data(test, gt, size)
 
 
@@ -174,11 +181,22 @@ def load_train(cfg: Config, root: Path, size: int) -> dict[str, Tensor] | None:
                 "(or set evaluate.classifier_steps=0 to skip domain accuracy)"
             )
         return None
-    return {d: load_folder(root / f"train{d}", size, TRAIN_MAX_IMAGES).images for d in "AB"}
+    nc = domain_channels(cfg.model)
+    return {d: load_folder(root / f"train{d}", size, TRAIN_MAX_IMAGES, nc[d]).images for d in "AB"}
 
 
-def fit_classifier(cfg: Config, train: dict[str, Tensor] | None) -> TrainedClassifier | None:
+def fit_classifier(
+    cfg: Config, train: dict[str, Tensor] | None, notes: list[str] | None = None
+) -> TrainedClassifier | None:
+    """The domain classifier (any channel count, but the same in both domains)."""
     if cfg.evaluate.classifier_steps == 0 or train is None:
+        return None
+    if train["A"].shape[1] != train["B"].shape[1]:
+        _note(
+            notes if notes is not None else [],
+            f"domain accuracy skipped: domain A has {train['A'].shape[1]} channels and B "
+            f"{train['B'].shape[1]}, so a classifier would tell them apart by channel count alone",
+        )
         return None
     return train_classifier(
         train["A"], train["B"], steps=cfg.evaluate.classifier_steps, seed=cfg.evaluate.seed
@@ -258,13 +276,23 @@ def set_metrics(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """FID/KID of translations vs the real target set, and of the untranslated inputs."""
     bs, sub, seed = cfg.evaluate.batch_size, cfg.evaluate.kid_subset_size, cfg.evaluate.seed
+    rgb = {d.name: (as_rgb(d.inputs), as_rgb(d.fake)) for d in dirs}
+    if any(x is None for pair in rgb.values() for x in pair):
+        counts = sorted({d.inputs.shape[1] for d in dirs})
+        _note(
+            notes,
+            f"FID/KID skipped: the Inception network takes RGB; these domains have {counts} "
+            "channels (1-channel images are repeated to RGB, other counts cannot be scored)",
+        )
+        return {}, {}
     real = {
-        d.name[0]: ex.features(to_uint8(d.inputs), bs, f"inception real {d.name[0]}") for d in dirs
+        d.name[0]: ex.features(to_uint8(rgb[d.name][0]), bs, f"inception real {d.name[0]}")
+        for d in dirs
     }
     out, proto = {}, {}
     base = fidmod.fid_kid(real["B"], real["A"], sub, seed)  # identity: testA vs testB (symmetric)
     for d in dirs:
-        fake = ex.features(to_uint8(d.fake), bs, f"inception {d.name}")
+        fake = ex.features(to_uint8(rgb[d.name][1]), bs, f"inception {d.name}")
         scores = fidmod.fid_kid(real[d.target], fake, sub, seed)
         ident = (
             base
@@ -355,7 +383,8 @@ def build_protocol(
         **header,
         "versions": tracking.library_versions(),
         "weight_free": {
-            "input": f"RGB resized to {data.size}x{data.size} (bicubic), mapped to [0, 1]",
+            "input": f"{_describe(cfg)} resized to {data.size}x{data.size} (bicubic), "
+            "mapped to [0, 1]",
             "l1": "mean absolute error on [0, 1]",
             "psnr": "data_range=1, capped at 100 dB",
             "ssim": "torchmetrics gaussian window 11, sigma 1.5, data_range=1",
@@ -509,7 +538,13 @@ def _evaluate(cfg: Config, model: str | Path | None, data: str | Path | None) ->
         else None
     )
     train = load_train(cfg, root, dataset.size)
-    clf = fit_classifier(cfg, train)
+    clf = fit_classifier(cfg, train, notes)
+    if lpips is not None and not {cfg.model.input_nc, cfg.model.output_nc} <= {1, 3}:
+        _note(
+            notes,
+            "LPIPS skipped: its network takes RGB (grey is repeated to RGB); these "
+            f"domains have {cfg.model.input_nc} and {cfg.model.output_nc} channels",
+        )
     means_img = {d: t.mean(0, keepdim=True) for d, t in train.items()} if train else {}
     dirs, per_image = score_directions(cfg, dataset, g_ab, g_ba, device, clf, lpips, means_img)
     sets, fid_proto = set_metrics(cfg, inception, dirs, notes) if inception else ({}, {})

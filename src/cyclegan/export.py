@@ -32,7 +32,7 @@ import numpy as np
 
 from cyclegan import tracking
 from cyclegan.config import Config
-from cyclegan.models.onnx_generator import LAYOUT, NORMALIZATION, OnnxGenerator, OnnxModelError
+from cyclegan.models.onnx_generator import NORMALIZATION, OnnxGenerator, OnnxModelError, layout
 from cyclegan.storage import atomic_write_bytes, staging_dir
 
 log = logging.getLogger(__name__)
@@ -303,12 +303,12 @@ def quantize_int8(
         logging.disable(logging.NOTSET)
 
 
-def _real_images(cfg: Config, domain: str, n: int, hw: tuple[int, int]) -> np.ndarray | None:
+def _real_images(
+    cfg: Config, domain: str, n: int, hw: tuple[int, int], channels: int = 3
+) -> np.ndarray | None:
     """Up to ``n`` processed test images of ``domain`` resized to ``hw``, as float NCHW."""
-    from PIL import Image
-
     from cyclegan.data.errors import DataError
-    from cyclegan.data.io import list_images, load_image
+    from cyclegan.data.io import list_images, load_image, pixel_array, resize_pixels
     from cyclegan.models.onnx_generator import to_model_input
 
     folder = Path(cfg.data.processed_dir) / f"test{domain}"
@@ -317,10 +317,10 @@ def _real_images(cfg: Config, domain: str, n: int, hw: tuple[int, int]) -> np.nd
     arrays = []
     for path in list_images(folder):
         try:
-            im = load_image(path)
+            im = load_image(path, channels=channels)
         except DataError:
             continue
-        arrays.append(np.asarray(im.resize((hw[1], hw[0]), Image.Resampling.BICUBIC)))
+        arrays.append(pixel_array(resize_pixels(im, (hw[1], hw[0]))))
         if len(arrays) == n:
             break
     return to_model_input(np.stack(arrays)) if arrays else None
@@ -332,7 +332,7 @@ def parity_inputs(cfg: Config, domain: str, channels: int = 3) -> list[tuple[str
     out = []
     for h, w in cfg.export.parity_sizes:
         out.append(("random", rng.uniform(-1, 1, (2, channels, h, w)).astype(np.float32)))
-        real = _real_images(cfg, domain, cfg.export.parity_images, (h, w))
+        real = _real_images(cfg, domain, cfg.export.parity_images, (h, w), channels)
         if real is not None and real.shape[1] == channels:
             out.append(("real", real))
     return out
@@ -402,14 +402,18 @@ def _metadata(
 
     multiple = math.lcm(generator_size_multiple(train_cfg.model), cfg.export.size_multiple)
     src = DIRECTIONS[direction][1]
+    nc = {"A": train_cfg.model.input_nc, "B": train_cfg.model.output_nc}
+    dst = "B" if src == "A" else "A"
     return {
         "direction": direction,
         "source_domain": src,
-        "target_domain": "B" if src == "A" else "A",
+        "target_domain": dst,
         "generator": train_cfg.model.generator,
         "input_normalization": NORMALIZATION,
         "output_normalization": "tanh [-1,1]; uint8 = round((y+1)*127.5)",
-        "layout": LAYOUT,
+        "layout": layout(nc[src]),
+        "input_channels": str(nc[src]),
+        "output_channels": str(nc[dst]),
         "size_multiple": str(multiple),
         "min_size": str(int(getattr(unwrap(net), "min_size", 1))),
         "config_hash": train_cfg.hash(),
@@ -512,7 +516,8 @@ def _export_direction(
     """Export, check and gate one direction's files into ``stage`` (recorded in ``result``)."""
     meta = _metadata(cfg, train_cfg, net, direction, result.step, result.checkpoint)
     path = stage / f"generator_{direction}.onnx"
-    channels = train_cfg.model.input_nc
+    m = train_cfg.model
+    channels = m.input_nc if direction == "AtoB" else m.output_nc
     inputs = parity_inputs(cfg, DIRECTIONS[direction][1], channels)
     refs = _reference(net, inputs)
     rows = _fp32_file(net, path, meta, cfg, channels, template, inputs, refs)

@@ -5,6 +5,11 @@ usable source image under the source's stem, ``manifest.json`` (sha256 of every 
 source) and ``validation.json`` (the raw data's report, listing skipped files). The output is a
 pure function of the input bytes and ``preprocess.size`` - no timestamps, no absolute paths - so
 DVC caches it, and it is staged then renamed, so a killed run leaves nothing half-written.
+
+Channels come from the model: domain A has ``model.input_nc``, B ``model.output_nc`` (one
+source of truth, so data and networks cannot disagree). RGB domains are written exactly as
+before; grey ones as 8-bit grey PNGs, other counts as ``H×W×C`` uint8 TIFFs, and the manifest
+then records ``channels`` per domain.
 """
 
 from __future__ import annotations
@@ -19,8 +24,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from cyclegan.config import Config
+from cyclegan.data.channels import (
+    describe,
+    domain_channels,
+    file_suffix,
+    split_channels,
+    tiff_bytes,
+)
 from cyclegan.data.errors import DataError
-from cyclegan.data.io import is_image_name, staged_dir
+from cyclegan.data.io import Pixels, is_image_name, resize_pixels, staged_dir
 from cyclegan.data.validate import (
     FileCheck,
     ValidationReport,
@@ -40,6 +52,7 @@ class PreprocessResult:
     counts: dict[str, int]
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    channels: dict[str, int] = field(default_factory=lambda: {"A": 3, "B": 3})
 
     @property
     def manifest(self) -> Path:
@@ -51,7 +64,9 @@ class PreprocessResult:
 
     def summary(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
-        lines = [f"preprocessed -> {self.out_dir} ({self.size}x{self.size} RGB PNG): {counts}"]
+        a, b = self.channels["A"], self.channels["B"]
+        what = "RGB PNG" if a == b == 3 else f"A {describe(a)}, B {describe(b)}"
+        lines = [f"preprocessed -> {self.out_dir} ({self.size}x{self.size} {what}): {counts}"]
         if self.skipped:
             lines.append(f"  skipped {len(self.skipped)} files (see {self.validation}):")
             lines += [f"    {s['path']}: {s['reason']}" for s in self.skipped[:20]]
@@ -59,8 +74,9 @@ class PreprocessResult:
         return "\n".join(lines)
 
 
-def output_names(names: list[str]) -> dict[str, str]:
-    """Source file name -> ``<stem>.png``, unique even when sources differ only by extension.
+def output_names(names: list[str], suffix: str = ".png") -> dict[str, str]:
+    """Source file name -> ``<stem>.png`` (or ``suffix``), unique even when sources differ only
+    by extension.
 
     Colliding stems (compared case-insensitively, for macOS/Windows checkouts) become
     ``<stem>_<ext>.png``; any remaining clash gets a numeric suffix. Depends only on the names.
@@ -71,12 +87,19 @@ def output_names(names: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, stem in sorted(zip(names, stems, strict=True)):
         base = f"{stem}_{Path(name).suffix.lstrip('.')}" if stem.casefold() in clashes else stem
-        candidate, k = f"{base}.png", 1
+        candidate, k = f"{base}{suffix}", 1
         while candidate.casefold() in used:
-            candidate, k = f"{base}_{k}.png", k + 1
+            candidate, k = f"{base}_{k}{suffix}", k + 1
         used.add(candidate.casefold())
         out[name] = candidate
     return out
+
+
+def _encoded(img: Pixels, size: int) -> bytes:
+    """PNG for Pillow images (RGB / grey), TIFF for N-channel arrays; bicubic to ``size``."""
+    if isinstance(img, Image.Image):
+        return _png_bytes(img, size)
+    return tiff_bytes(resize_pixels(img, (size, size)))
 
 
 def _png_bytes(img: Image.Image, size: int) -> bytes:
@@ -99,22 +122,24 @@ def _fail_message(raw: Path, report: ValidationReport) -> str:
 def _process(raw: Path, stage: Path, cfg: Config) -> tuple[list[FileCheck], dict[str, dict]]:
     """Decode each file once: check it, and write the resized PNG when usable."""
     files = split_files(raw)
+    channels = split_channels(cfg.model)
     names: dict[str, dict[str, str]] = {}
     for split in present_splits(raw):
         if (raw / split).is_dir():
             (stage / split).mkdir()
             names[split] = output_names(
-                [f.name for s, f in files if s == split and is_image_name(f)]
+                [f.name for s, f in files if s == split and is_image_name(f)],
+                file_suffix(channels[split]),
             )
     checks: list[FileCheck] = []
     entries: dict[str, dict] = {}
     for split, path in tqdm(files, desc="preprocess", unit="img"):
-        check, img = check_file(raw, split, path, cfg.data)
+        check, img = check_file(raw, split, path, cfg.data, channels[split])
         checks.append(check)
         if img is None:
             continue
         rel = f"{split}/{names[split][path.name]}"
-        data = _png_bytes(img, cfg.preprocess.size)
+        data = _encoded(img, cfg.preprocess.size)
         (stage / rel).write_bytes(data)
         entries[rel] = {
             "sha256": hashlib.sha256(data).hexdigest(),
@@ -143,6 +168,7 @@ def preprocess(cfg: Config) -> PreprocessResult:
         if not report.ok:
             raise DataError(_fail_message(raw, report))
         counts = {s: n for s, n in report.counts.items() if (raw / s).is_dir()}
+        nc = domain_channels(cfg.model)
         manifest = {
             "version": MANIFEST_VERSION,
             "size": cfg.preprocess.size,
@@ -151,6 +177,16 @@ def preprocess(cfg: Config) -> PreprocessResult:
             "skipped": len(report.skipped),
             "files": dict(sorted(entries.items())),
         }
+        if nc != {"A": 3, "B": 3}:  # RGB manifests stay byte-identical (DVC caches)
+            manifest["channels"] = nc
+            manifest["format"] = "PNG RGB (3), PNG grey (1), TIFF HxWxC uint8 (other counts)"
         (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         report.write_json(stage / "validation.json")
-    return PreprocessResult(out, cfg.preprocess.size, counts, report.skipped, report.warnings)
+    return PreprocessResult(
+        out,
+        cfg.preprocess.size,
+        counts,
+        report.skipped,
+        report.warnings,
+        domain_channels(cfg.model),
+    )

@@ -5,6 +5,11 @@ a notebook, a batch job) sends pixels as they are and never has to know the mode
 normalisation; that knowledge (``x/127.5 - 1``, NCHW, padding to the network's multiple) lives
 in the model next to the ``.onnx`` it belongs to. It is also 4x smaller on the wire than
 float32. One model holds both directions; ``params={"direction": "BtoA"}`` picks the other.
+
+Channels follow the model: ``N×H×W×C`` with C = the direction's input channel count (3 for
+RGB, 1 for grey, any other for multispectral). When both domains have the same count the
+signature states it; when they differ (e.g. grey A, RGB B) the signature leaves C open and
+``predict`` refuses an image whose C does not match the chosen direction, naming both.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import mlflow
 import numpy as np
 
+from cyclegan.data.channels import describe
 from cyclegan.models.onnx_generator import OnnxGenerator
 
 DIRECTIONS = ("AtoB", "BtoA")
@@ -45,27 +51,35 @@ class OnnxTranslator(mlflow.pyfunc.PythonModel):
             raise ServingError(
                 f"direction {direction!r} is not in this model (has {sorted(self.generators)})"
             )
+        gen = self.generators[direction]
+        c = gen.channels
         images = np.asarray(model_input)
         if images.ndim == 3:
             images = images[None]
-        if images.ndim != 4 or images.shape[-1] != 3:
-            raise ServingError(f"expected uint8 images N×H×W×3, got shape {images.shape}")
+        if images.ndim != 4 or images.shape[-1] != c:
+            raise ServingError(
+                f"direction {direction} takes uint8 images N×H×W×{c} ({describe(c)}), "
+                f"got shape {images.shape}"
+            )
         if images.dtype != np.uint8:
             if images.size and (images.min() < 0 or images.max() > 255):
-                raise ServingError("pixel values must be in 0..255 (uint8 RGB)")
+                raise ServingError("pixel values must be in 0..255 (uint8)")
             images = images.astype(np.uint8)
-        return self.generators[direction].translate_images(images)
+        return gen.translate_images(images)
 
 
-def signature() -> Any:
-    """uint8 ``N×H×W×3`` in and out (any N, H, W), plus the ``direction`` parameter."""
+def signature(in_channels: int = 3, out_channels: int = 3) -> Any:
+    """uint8 ``N×H×W×C`` in and out (any N, H, W), plus the ``direction`` parameter.
+
+    Pass the AtoB generator's channel counts; -1 (any) where the two directions differ.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
-    image = TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))
+    image = TensorSpec(np.dtype(np.uint8), (-1, -1, -1, in_channels))
     return ModelSignature(
         inputs=Schema([image]),
-        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
+        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, out_channels))]),
         params=ParamSchema([ParamSpec("direction", "string", "AtoB")]),
     )
 
@@ -94,14 +108,19 @@ def log_onnx_model(
     unknown = sorted(set(files) - set(DIRECTIONS))
     if unknown or not files:
         raise ServingError(f"files must map {DIRECTIONS} to .onnx paths, got keys {sorted(files)}")
-    example = np.full((1, 16, 16, 3), 128, dtype=np.uint8)  # also a serving payload example
+    gens = {d: OnnxGenerator(p) for d, p in files.items()}
+    first = gens.get("AtoB") or next(iter(gens.values()))
+    symmetric = all(g.channels == g.out_channels == first.channels for g in gens.values())
+    in_c, out_c = (first.channels, first.channels) if symmetric else (-1, -1)
+    # also a serving payload example (AtoB's channel count)
+    example = np.full((1, 16, 16, first.channels), 128, dtype=np.uint8)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*CloudPickle.*")  # by-reference: code_paths
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=OnnxTranslator(),
             artifacts={d: str(p) for d, p in files.items()},
-            signature=signature(),
+            signature=signature(in_c, out_c),
             input_example=example,
             code_paths=[str(Path(cyclegan.__file__).parent)],
             pip_requirements=_requirements(),

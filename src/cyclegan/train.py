@@ -26,7 +26,7 @@ from cyclegan.data.trainset import TrainData, check_train_data
 from cyclegan.training import checkpoint as ckpt
 from cyclegan.training import distributed, precision, report
 from cyclegan.training.distributed import DistInfo
-from cyclegan.training.loader import domain_loader, fixed_samples
+from cyclegan.training.loader import domain_loader, fixed_samples, progressive_stages
 from cyclegan.training.monitor import CollapseMonitor, progress_bar, sample_grid, show_progress
 from cyclegan.training.step import CycleGAN, NonFiniteLossError
 
@@ -236,7 +236,10 @@ def default_evaluator(cfg: Config, info: DistInfo) -> Evaluator | None:
         return None
     from cyclegan.evaluation.quick import quick_score
 
-    return lambda g_ab, g_ba: quick_score(g_ab, g_ba, cfg.data.processed_dir, info.device)
+    channels = (cfg.model.input_nc, cfg.model.output_nc)
+    return lambda g_ab, g_ba: quick_score(
+        g_ab, g_ba, cfg.data.processed_dir, info.device, channels=channels
+    )
 
 
 def train(
@@ -250,6 +253,7 @@ def train(
     imports torch).
     """
     data = data or check_train_data(cfg)  # before any folder, process group or MLflow run
+    progressive_stages(cfg)  # a bad schedule fails here, before processes or tracking start
     info = distributed.setup(cfg.train.device)
     out_dir = Path(cfg.train.out_dir)
     created = [d for d in (out_dir, out_dir / "checkpoints") if not d.exists()]
@@ -459,6 +463,12 @@ class _Loop:
             )
         if info.is_main:
             self._trim_log(start)
+            stages = progressive_stages(cfg)
+            if len(stages) > 1:
+                log.info(
+                    "progressive resizing: %s",
+                    ", ".join(f"{s.crop_size} px from step {s.first_step + 1}" for s in stages),
+                )
         it_a = domain_loader(cfg, info, "train", "A", start, self.data.paths["A"])
         it_b = domain_loader(cfg, info, "train", "B", start, self.data.paths["B"])
         bar = progress_bar(

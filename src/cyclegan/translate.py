@@ -1,8 +1,11 @@
-"""Translate step: a file, folder or glob of images of any size and mode -> RGB PNGs.
+"""Translate step: a file, folder or glob of images of any size and mode -> PNGs (or TIFFs).
 
-ONNX Runtime runs the exported generator by default (what gets deployed); ``backend="torch"``
-runs a checkpoint instead. Images keep their size: each is reflect-padded to the network's
-multiple (read from the ONNX metadata) and cropped back; images of the same size are batched.
+Outputs are RGB PNGs for 3-channel models, 8-bit grey PNGs for 1-channel ones and ``H×W×C``
+uint8 TIFFs for any other channel count (multispectral). Inputs are read with the model's input
+channel count (``data.io.load_image``). ONNX Runtime runs the exported generator by default (what
+gets deployed); ``backend="torch"`` runs a checkpoint instead. Images keep their size: each is
+reflect-padded to the network's multiple (read from the ONNX metadata) and cropped back; images
+of the same size are batched.
 One unreadable file is reported in ``TranslateResult.failed`` and never stops the folder.
 """
 
@@ -20,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from cyclegan.data.channels import file_suffix, tiff_bytes
 from cyclegan.data.errors import DataError
-from cyclegan.data.io import IMAGE_EXTENSIONS, is_image_name, list_images, load_image
+from cyclegan.data.io import IMAGE_EXTENSIONS, is_image_name, list_images, load_image, pixel_array
 from cyclegan.models.onnx_generator import OnnxGenerator, OnnxModelError, translate_uint8
 
 DIRECTIONS = ("AtoB", "BtoA")
@@ -62,6 +66,8 @@ class _Runner:
     multiple: int
     min_size: int
     name: str
+    in_channels: int = 3
+    out_channels: int = 3
 
 
 _CHECKPOINT_NAMES = ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt", "last.pt")
@@ -107,7 +113,7 @@ def _load_onnx(model: Path, direction: str, threads: int) -> _Runner:
             f"{path} translates {gen.direction}, but direction {direction} was asked for; pass "
             f"--direction {gen.direction} or the other file"
         )
-    return _Runner(gen, gen.size_multiple, gen.min_size, str(path))
+    return _Runner(gen, gen.size_multiple, gen.min_size, str(path), gen.channels, gen.out_channels)
 
 
 def _checkpoint_path(model: Path) -> Path:
@@ -150,7 +156,9 @@ def _load_torch(model: Path, direction: str, threads: int) -> _Runner:
             return net(torch.from_numpy(x)).numpy()
 
     multiple = generator_size_multiple(cfg.model)
-    return _Runner(run, multiple, int(getattr(net, "min_size", 1)), str(path))
+    nc = (cfg.model.input_nc, cfg.model.output_nc)
+    in_c, out_c = nc if direction == "AtoB" else nc[::-1]
+    return _Runner(run, multiple, int(getattr(net, "min_size", 1)), str(path), in_c, out_c)
 
 
 def load_runner(model: str | Path, direction: str, backend: str, threads: int = 0) -> _Runner:
@@ -194,29 +202,42 @@ def find_inputs(spec: str | Path) -> list[Path]:
     return found
 
 
-def plan_outputs(inputs: list[Path], output: Path) -> dict[Path, Path]:
-    """Input -> output path: ``output`` itself for one input named ``*.png``, else a folder."""
-    if len(inputs) == 1 and output.suffix.lower() == ".png":
+def plan_outputs(inputs: list[Path], output: Path, suffix: str = ".png") -> dict[Path, Path]:
+    """Input -> output path: ``output`` itself for one input named ``*<suffix>``, else a folder.
+
+    ``suffix`` is ``.png`` (RGB or grey models) or ``.tif`` (other output channel counts).
+    """
+    if len(inputs) == 1 and output.suffix.lower() in {suffix, suffix.replace(".tif", ".tiff")}:
         return {inputs[0]: output}
     if output.suffix.lower() in IMAGE_EXTENSIONS:
         raise TranslateError(
             f"output {output} looks like a file, but {len(inputs)} inputs were given (or it is "
-            "not .png): pass a folder, or a .png path for a single input"
+            f"not {suffix}): pass a folder, or a {suffix} path for a single input"
         )
-    return {p: output / f"{p.stem}.png" for p in inputs}
+    return {p: output / f"{p.stem}{suffix}" for p in inputs}
 
 
-def _save_png(rgb: np.ndarray, dest: Path) -> None:
-    """Write atomically: a killed run never leaves a truncated PNG that looks finished."""
+def _encode(pixels: np.ndarray) -> bytes:
+    """``H×W×C`` uint8 -> PNG (RGB, grey) or TIFF (any other channel count)."""
     from PIL import Image
 
+    channels = pixels.shape[-1]
+    if channels not in (1, 3):
+        return tiff_bytes(pixels)
     buf = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(buf, format="PNG")
+    img = Image.fromarray(pixels, mode="RGB") if channels == 3 else Image.fromarray(pixels[..., 0])
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _save_image(pixels: np.ndarray, dest: Path) -> None:
+    """Write atomically: a killed run never leaves a truncated file that looks finished."""
+    data = _encode(pixels)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # see storage
     try:
         with open(tmp, "xb") as f:  # unlike mkstemp (0600), honours the umask like any output
-            f.write(buf.getvalue())
+            f.write(data)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -224,13 +245,17 @@ def _save_png(rgb: np.ndarray, dest: Path) -> None:
 
 
 def _batches(
-    jobs: list[tuple[Path, Path]], batch_size: int, result: TranslateResult, bar: Any
+    jobs: list[tuple[Path, Path]],
+    batch_size: int,
+    result: TranslateResult,
+    bar: Any,
+    channels: int = 3,
 ) -> Iterator[list[tuple[Path, Path, np.ndarray]]]:
     """Same-size groups of decoded images, at most ``batch_size`` each (bounded memory)."""
     pending: dict[tuple[int, ...], list[tuple[Path, Path, np.ndarray]]] = {}
     for src, dest in jobs:
         try:
-            arr = np.asarray(load_image(src))
+            arr = pixel_array(load_image(src, channels=channels))
         except DataError as e:
             result.failed.append((src, getattr(e, "reason", str(e))))
             bar.update(1)
@@ -256,9 +281,9 @@ def _run_batch(
             return
         result.failed.append((batch[0][0], f"translation failed: {e}"))
         return
-    for (src, dest, _), rgb in zip(batch, out, strict=True):
+    for (src, dest, _), pixels in zip(batch, out, strict=True):
         try:
-            _save_png(rgb, dest)
+            _save_image(pixels, dest)
             result.written.append(dest)
         except OSError as e:
             result.failed.append((src, f"cannot write {dest}: {e.strerror or e}"))
@@ -280,8 +305,9 @@ def translate(
     start = time.perf_counter()
     if batch_size < 1:
         raise TranslateError(f"batch_size must be >= 1, got {batch_size}")
-    plan = plan_outputs(find_inputs(input), Path(output))
+    inputs = find_inputs(input)
     runner = load_runner(model, direction, backend, threads)
+    plan = plan_outputs(inputs, Path(output), file_suffix(runner.out_channels))
     result = TranslateResult(runner.name, backend, direction)
     jobs, seen = [], {}
     for src, dest in plan.items():
@@ -295,7 +321,7 @@ def translate(
             seen[dest] = src
             jobs.append((src, dest))
     with tqdm(total=len(jobs), desc=f"translate {direction}", unit="img", leave=False) as bar:
-        for batch in _batches(jobs, batch_size, result, bar):
+        for batch in _batches(jobs, batch_size, result, bar, runner.in_channels):
             _run_batch(runner, batch, result)
             bar.update(len(batch))
     result.seconds = time.perf_counter() - start

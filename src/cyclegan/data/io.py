@@ -4,6 +4,10 @@ Every unreadable file becomes an :class:`UnreadableImage` (a :class:`DataError`)
 ``reason``, so callers can skip it and list it in a report instead of crashing a training run or
 feeding garbage to a model. The decompression-bomb guard runs on the header, before any pixel
 buffer is allocated.
+
+Channels: a domain of 3 channels gets RGB Pillow images (any mode converted), of 1 channel an 8-bit
+grey ("L") Pillow image, of any other count an ``H×W×C`` uint8 array read from a multispectral
+TIFF (``tifffile``) or a ``.npy`` file. Data deeper than 8 bits is scaled by :func:`scale_to_uint8`.
 """
 
 from __future__ import annotations
@@ -28,8 +32,24 @@ from cyclegan.data.errors import DataError
 from cyclegan.storage import staging_dir
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".bmp",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".ppm",
+        ".pgm",
+        ".pnm",
+        ".npy",
+    }
 )
+ARRAY_EXTENSIONS: frozenset[str] = frozenset({".npy", ".tif", ".tiff"})  # N-channel containers
+
+Pixels = Image.Image | np.ndarray  # Pillow image (1 or 3 channels) or H×W×C uint8 array
 
 _PIL_LIMIT_LOCK = threading.Lock()
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
@@ -188,17 +208,50 @@ def _open_checked(path: Path, min_size: int, max_pixels: int | None) -> Image.Im
     return im
 
 
+def _min_max(arr: np.ndarray) -> np.ndarray:
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+        return np.zeros(arr.shape, np.float64)
+    return (arr - lo) * 255.0 / (hi - lo)
+
+
+def scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Any numeric array -> uint8 by one documented rule (never silent clipping).
+
+    uint8 is kept; bool becomes 0/255; uint16 is divided by 257 (its full range onto 0..255);
+    other integers (int16, int32 = Pillow mode "I", uint32, int64) are kept when all values are
+    in 0..255, divided by 257 when in 0..65535 (16-bit data in a wider container, as Pillow opens
+    16-bit PNGs), else min-max scaled over the whole image; floats are multiplied by 255 when in
+    [0, 1], kept when in [0, 255], else min-max scaled (NaN/inf become 0). Min-max uses one
+    range for all channels of an image (band ratios survive); a constant image becomes 0.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype.kind not in "uif":
+        raise ValueError(f"unsupported pixel type {arr.dtype}")
+    x = arr.astype(np.float64)
+    finite = np.isfinite(x)
+    x = np.where(finite, x, 0.0)
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    is_float = arr.dtype.kind == "f"
+    if arr.dtype == np.uint16:
+        out = x / 257.0
+    elif is_float and lo >= 0 and hi <= 1:
+        out = x * 255.0
+    elif lo >= 0 and hi <= 255:
+        out = x
+    elif not is_float and lo >= 0 and hi <= 65535:
+        out = x / 257.0
+    else:
+        out = _min_max(x)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 def _high_bit_to_l(im: Image.Image) -> Image.Image:
     """16/32-bit integer or float grey -> 8-bit L, scaling instead of Pillow's clipping."""
-    arr = np.asarray(im)
-    if im.mode == "F":
-        scale = 255.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 1.0
-        out = np.nan_to_num(arr.astype(np.float64) * scale)
-    elif im.mode.startswith("I;16") or float(arr.max(initial=0)) > 255:
-        out = arr.astype(np.float64) / 257.0
-    else:
-        out = arr.astype(np.float64)
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), mode="L")
+    return Image.fromarray(scale_to_uint8(np.asarray(im)), mode="L")
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -222,28 +275,153 @@ def _oriented(im: Image.Image) -> Image.Image:
         return im
 
 
-def load_image_info(
-    path: str | Path, min_size: int = 1, max_pixels: int | None = None
+def _pillow_image(
+    path: Path, min_size: int, max_pixels: int | None, channels: int
 ) -> tuple[Image.Image, ImageInfo]:
-    """Decode fully (catching truncation), apply EXIF orientation, convert to RGB."""
-    path = Path(path)
     im = _open_checked(path, min_size, max_pixels)
     mode, fmt = im.mode, im.format or "unknown"
     try:
         with im:
             im.load()
-            rgb = to_rgb(_oriented(im))
-            rgb.load()
+            out = to_rgb(_oriented(im))
+            if channels == 1:
+                out = out.convert("L")  # luma 0.299R + 0.587G + 0.114B (grey stays exact)
+            out.load()
     except MemoryError as e:
         raise UnreadableImage(path, "out of memory while decoding") from e
     except Exception as e:  # truncation surfaces as many types
         raise UnreadableImage(path, f"corrupt image data: {e}") from e
-    return rgb, ImageInfo(rgb.width, rgb.height, mode, fmt)
+    return out, ImageInfo(out.width, out.height, mode, fmt)
 
 
-def load_image(path: str | Path, min_size: int = 1, max_pixels: int | None = None) -> Image.Image:
-    """An RGB image, or :class:`UnreadableImage` (a ``DataError``) saying why not."""
-    return load_image_info(path, min_size, max_pixels)[0]
+def _array_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the file header (no pixel buffer yet: the bomb guard comes first)."""
+    if path.suffix.lower() == ".npy":
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        return tuple(arr.shape), arr.dtype
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        return tuple(series.shape), np.dtype(series.dtype)
+
+
+def _read_array(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".npy":
+        return np.load(path, allow_pickle=False)
+    import tifffile
+
+    return tifffile.imread(path)
+
+
+def _channels_last(shape: tuple[int, ...], channels: int) -> tuple[bool, int, int]:
+    """(transpose from C×H×W?, H, W) for a 2-D or 3-D array of ``channels`` bands."""
+    if len(shape) == 2 and channels == 1:
+        return False, shape[0], shape[1]
+    if len(shape) == 3 and shape[-1] == channels:
+        return False, shape[0], shape[1]
+    if len(shape) == 3 and shape[0] == channels:
+        return True, shape[1], shape[2]
+    raise ValueError(
+        f"array of shape {shape} has no axis of {channels} channels "
+        f"(expected H×W×{channels} or {channels}×H×W: the domain's model.input_nc/output_nc)"
+    )
+
+
+def _array_image(
+    path: Path, min_size: int, max_pixels: int | None, channels: int
+) -> tuple[Pixels, ImageInfo]:
+    """A ``.npy`` or (multispectral) TIFF as H×W×C uint8 (Pillow L/RGB for 1/3 channels)."""
+    try:
+        if path.stat().st_size == 0:
+            raise UnreadableImage(path, "empty file (0 bytes)")
+        shape, dtype = _array_header(path)
+        transpose, h, w = _channels_last(shape, channels)
+    except UnreadableImage:
+        raise
+    except ValueError as e:
+        raise UnreadableImage(path, str(e)) from e
+    except Exception as e:  # tifffile / numpy header errors
+        raise UnreadableImage(path, f"not a readable array file: {e}") from e
+    if max_pixels is not None and h * w > max_pixels:
+        raise UnreadableImage(path, _bomb_reason(h * w, max_pixels))
+    if min(h, w) < min_size:
+        raise UnreadableImage(
+            path, f"too small: {w}x{h} px (minimum {min_size} px per side, data.min_image_size)"
+        )
+    try:
+        arr = _read_array(path)
+        arr = np.moveaxis(arr, 0, -1) if transpose else arr.reshape(h, w, -1)
+        arr = np.ascontiguousarray(scale_to_uint8(arr))
+    except MemoryError as e:
+        raise UnreadableImage(path, "out of memory while decoding") from e
+    except Exception as e:
+        raise UnreadableImage(path, f"corrupt array data: {e}") from e
+    info = ImageInfo(w, h, f"{dtype}x{channels}", "NPY" if path.suffix == ".npy" else "TIFF")
+    if channels == 1:
+        return Image.fromarray(arr[..., 0], mode="L"), info
+    if channels == 3:
+        return Image.fromarray(arr, mode="RGB"), info
+    return arr, info
+
+
+def load_image_info(
+    path: str | Path, min_size: int = 1, max_pixels: int | None = None, channels: int = 3
+) -> tuple[Pixels, ImageInfo]:
+    """Decode fully (catching truncation), apply EXIF orientation, convert to ``channels``.
+
+    3 -> RGB and 1 -> grey Pillow images from any Pillow-readable file (or ``.npy``); other
+    counts -> H×W×C uint8 arrays from ``.tif``/``.tiff`` (tifffile) or ``.npy`` files.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy" or (channels not in (1, 3) and suffix in ARRAY_EXTENSIONS):
+        return _array_image(path, min_size, max_pixels, channels)
+    if channels not in (1, 3):
+        raise UnreadableImage(
+            path,
+            f"a {channels}-channel domain needs .tif/.tiff or .npy files "
+            f"(multispectral arrays), not {suffix or 'no extension'}",
+        )
+    try:
+        return _pillow_image(path, min_size, max_pixels, channels)
+    except UnreadableImage as e:
+        # Pillow cannot open multi-band or 16-bit colour TIFFs: tifffile may (3 bands of uint16),
+        # or at least say how many channels the file has
+        if suffix in (".tif", ".tiff") and e.reason.startswith("not an image"):
+            try:
+                return _array_image(path, min_size, max_pixels, channels)
+            except UnreadableImage as e2:
+                if "channels" not in e2.reason:  # not a TIFF either: Pillow's reason stands
+                    raise e from None
+                raise
+        raise
+
+
+def load_image(
+    path: str | Path, min_size: int = 1, max_pixels: int | None = None, channels: int = 3
+) -> Pixels:
+    """An RGB image (or grey / H×W×C array for other ``channels``), or :class:`UnreadableImage`."""
+    return load_image_info(path, min_size, max_pixels, channels)[0]
+
+
+def pixel_array(img: Pixels) -> np.ndarray:
+    """H×W×C uint8 view of loaded pixels (Pillow L gets a channel axis of 1)."""
+    arr = np.asarray(img)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def resize_pixels(img: Pixels, size: tuple[int, int]) -> Pixels:
+    """Bicubic resize to ``(width, height)``; arrays band by band with Pillow's same filter."""
+    if not isinstance(img, np.ndarray):
+        return img if img.size == size else img.resize(size, Image.Resampling.BICUBIC)
+    if img.shape[1::-1] == size:
+        return img
+    bands = [
+        np.asarray(Image.fromarray(img[..., c], mode="L").resize(size, Image.Resampling.BICUBIC))
+        for c in range(img.shape[-1])
+    ]
+    return np.stack(bands, axis=-1)
 
 
 @contextmanager

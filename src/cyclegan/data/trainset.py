@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cyclegan.config import Config
 from cyclegan.data.errors import DataError
+from cyclegan.data.channels import domain_channels
 from cyclegan.data.io import UnreadableImage, list_images, load_image
 
 PREPROCESS_HINT = (
@@ -59,6 +60,7 @@ def check_train_data(cfg: Config) -> TrainData:
         raise DataError(f"training data {root} not found (data.processed_dir): {PREPROCESS_HINT}")
     manifest = _manifest_files(root)
     data = TrainData(root, {}, checked=False)
+    channels = domain_channels(cfg.model)
     for domain in ("A", "B"):
         folder = root / f"train{domain}"
         if not folder.is_dir():
@@ -71,7 +73,9 @@ def check_train_data(cfg: Config) -> TrainData:
         good = []
         for p in paths:
             try:
-                load_image(p, cfg.data.min_image_size, cfg.data.max_image_pixels)
+                load_image(
+                    p, cfg.data.min_image_size, cfg.data.max_image_pixels, channels[domain]
+                )
                 good.append(p)
             except UnreadableImage as e:
                 data.skipped.append((p, e.reason))

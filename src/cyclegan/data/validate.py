@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from tqdm import tqdm
 
 from cyclegan.config import DataConfig
 from cyclegan.data.errors import DataError
 from cyclegan.data.io import (
+    Pixels,
     UnreadableImage,
     is_image_name,
     list_files,
@@ -138,15 +138,18 @@ class ValidationReport:
 
 
 def check_file(
-    root: Path, split: str, path: Path, cfg: DataConfig
-) -> tuple[FileCheck, Image.Image | None]:
-    """Hash and decode one file; the image is returned so callers need not decode it again."""
+    root: Path, split: str, path: Path, cfg: DataConfig, channels: int = 3
+) -> tuple[FileCheck, Pixels | None]:
+    """Hash and decode one file; the image is returned so callers need not decode it again.
+
+    ``channels`` is the split's domain channel count (``data.channels.split_channels``).
+    """
     digest = sha256_file(path)
     if not is_image_name(path):
         reason = f"unsupported file extension {path.suffix.lower() or '(none)'!r}"
         return FileCheck(split, path.name, digest, reason), None
     try:
-        img, info = load_image_info(path, cfg.min_image_size, cfg.max_image_pixels)
+        img, info = load_image_info(path, cfg.min_image_size, cfg.max_image_pixels, channels)
     except UnreadableImage as e:
         return FileCheck(split, path.name, digest, e.reason), None
     return FileCheck(split, path.name, digest, None, info.width, info.height, info.mode), img
@@ -284,9 +287,15 @@ def split_files(root: Path) -> list[tuple[str, Path]]:
 
 
 def validate_dataset(
-    root: str | Path, cfg: DataConfig | None = None, progress: bool = True
+    root: str | Path,
+    cfg: DataConfig | None = None,
+    progress: bool = True,
+    channels: dict[str, int] | None = None,
 ) -> ValidationReport:
-    """Check every file under ``root``'s split folders; raises only when ``root`` is missing."""
+    """Check every file under ``root``'s split folders; raises only when ``root`` is missing.
+
+    ``channels`` maps split names to channel counts (default 3: RGB everywhere).
+    """
     root, cfg = Path(root), cfg or DataConfig()
     if root.is_file():
         raise DataError(
@@ -299,7 +308,7 @@ def validate_dataset(
             f"dataset folder not found: {root} (expected {'/ '.join(REQUIRED_SPLITS)}/)"
         )
     checks = [
-        check_file(root, split, f, cfg)[0]
+        check_file(root, split, f, cfg, (channels or {}).get(split, 3))[0]
         for split, f in tqdm(split_files(root), desc="validate", unit="file", disable=not progress)
     ]
     return build_report(root, checks, cfg)

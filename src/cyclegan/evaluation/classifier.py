@@ -36,11 +36,11 @@ def one_thread() -> Iterator[None]:
 class DomainClassifier(nn.Module):
     """Three strided convs + global average pool -> one logit (> 0 means domain B)."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, channels: int = 3) -> None:
         super().__init__()
         w = width
         self.body = nn.Sequential(
-            nn.Conv2d(3, w, 4, 2, 1),
+            nn.Conv2d(channels, w, 4, 2, 1),
             nn.LeakyReLU(0.2),
             nn.Conv2d(w, 2 * w, 4, 2, 1),
             nn.BatchNorm2d(2 * w),
@@ -92,6 +92,7 @@ class TrainedClassifier:
     def protocol(self) -> dict[str, object]:
         return {
             "model": "DomainClassifier(width=16): 3 strided convs, GAP, linear",
+            "channels": int(self.model.body[0].in_channels),
             "trained_on": "trainA (label A) vs trainB (label B), random horizontal flips",
             "steps": self.steps,
             "seed": self.seed,
@@ -132,7 +133,7 @@ def _fit(
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DomainClassifier()
+        model = DomainClassifier(channels=x_all.shape[1])
     opt = torch.optim.Adam(model.parameters(), lr=2e-3, betas=(0.5, 0.999))
     y_all = torch.cat([torch.zeros(n_a), torch.ones(len(x_all) - n_a)])
     loss = torch.tensor(float("nan"))

@@ -22,7 +22,7 @@ from cyclegan.evaluation.errors import EvalError
 
 @dataclass
 class ImageSet:
-    """A folder's images as one ``N×3×S×S`` batch, with names and the files skipped."""
+    """A folder's images as one ``N×C×S×S`` batch, with names and the files skipped."""
 
     images: Tensor
     names: list[str]
@@ -33,7 +33,7 @@ class ImageSet:
         return len(self.names)
 
 
-def load_folder(folder: str | Path, size: int, max_images: int = 0) -> ImageSet:
+def load_folder(folder: str | Path, size: int, max_images: int = 0, channels: int = 3) -> ImageSet:
     """Load the (first ``max_images``, sorted by name) images of ``folder`` at ``size``×``size``."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -44,11 +44,11 @@ def load_folder(folder: str | Path, size: int, max_images: int = 0) -> ImageSet:
         raise EvalError(str(e)) from e
     if max_images > 0:
         paths = paths[:max_images]
-    transform = eval_transform(size)
+    transform = eval_transform(size, channels)
     tensors, names, skipped = [], [], []
     for path in tqdm(paths, desc=f"load {folder.name}", leave=False, disable=len(paths) < 200):
         try:
-            tensors.append(transform(load_image(path)))
+            tensors.append(transform(load_image(path, channels=channels)))
             names.append(path.name)
         except DataError as e:
             skipped.append(f"{path}: {e}")
@@ -60,7 +60,9 @@ def load_folder(folder: str | Path, size: int, max_images: int = 0) -> ImageSet:
     return ImageSet(torch.stack(tensors), names, folder, skipped)
 
 
-def load_ground_truth(root: Path, split: str, source: ImageSet, size: int) -> ImageSet | None:
+def load_ground_truth(
+    root: Path, split: str, source: ImageSet, size: int, channels: int = 3
+) -> ImageSet | None:
     """``<root>/<split>_gt`` aligned by file name with ``source``; None when the folder is absent.
 
     A ground-truth folder that lacks some of the source's files is a broken dataset, not a
@@ -69,7 +71,7 @@ def load_ground_truth(root: Path, split: str, source: ImageSet, size: int) -> Im
     folder = root / f"{split}_gt"
     if not folder.is_dir():
         return None
-    transform = eval_transform(size)
+    transform = eval_transform(size, channels)
     missing = [n for n in source.names if not (folder / n).is_file()]
     if missing:
         raise EvalError(
@@ -77,7 +79,8 @@ def load_ground_truth(root: Path, split: str, source: ImageSet, size: int) -> Im
             "ground truth must have the same file names as the inputs: regenerate the dataset"
         )
     try:
-        images = torch.stack([transform(load_image(folder / n)) for n in source.names])
+        pixels = [load_image(folder / n, channels=channels) for n in source.names]
+        images = torch.stack([transform(p) for p in pixels])
     except DataError as e:
         raise EvalError(f"ground truth unreadable: {e}") from e
     return ImageSet(images, list(source.names), folder)

@@ -96,7 +96,7 @@ class LpipsScorer:
 
     @torch.no_grad()
     def __call__(self, a: Tensor, b: Tensor, batch_size: int = 16) -> Tensor:
-        check_pair(a, b, ("lpips input", "lpips reference"))
+        check_pair(a, b, ("lpips input", "lpips reference"), rgb=True)
         out = []
         for i in range(0, len(a), batch_size):
             x = a[i : i + batch_size].float().clamp(-1, 1).to(self.device)

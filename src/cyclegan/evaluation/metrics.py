@@ -28,14 +28,22 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 
 
 def check_images(
-    x: object, name: str, value_range: tuple[float, float] = (-1.0, 1.0), min_size: int = 1
+    x: object,
+    name: str,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+    min_size: int = 1,
+    rgb: bool = False,
 ) -> Tensor:
-    """Return ``x`` if it is a finite ``N×3×H×W`` float batch inside ``value_range``; else raise."""
+    """Return ``x`` if it is a finite ``N×C×H×W`` float batch inside ``value_range``; else raise.
+
+    ``rgb=True`` also requires C = 3 (metrics built on RGB networks: FID/KID, LPIPS).
+    """
     lo, hi = value_range
     if not isinstance(x, Tensor):
         raise EvalError(f"{name}: expected a torch.Tensor of images, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise EvalError(f"{name}: expected images shaped N×3×H×W (RGB), got {tuple(x.shape)}")
+    if x.ndim != 4 or (rgb and x.shape[1] != 3):
+        shape = "N×3×H×W (RGB)" if rgb else "N×C×H×W"
+        raise EvalError(f"{name}: expected images shaped {shape}, got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise EvalError(f"{name}: the batch is empty (no images to score)")
     if not x.is_floating_point():
@@ -57,10 +65,12 @@ def check_images(
     return x
 
 
-def check_pair(a: Tensor, b: Tensor, names: tuple[str, str], min_size: int = 1) -> None:
+def check_pair(
+    a: Tensor, b: Tensor, names: tuple[str, str], min_size: int = 1, rgb: bool = False
+) -> None:
     """Both batches valid and the same shape (metrics compare image ``i`` with image ``i``)."""
-    check_images(a, names[0], min_size=min_size)
-    check_images(b, names[1], min_size=min_size)
+    check_images(a, names[0], min_size=min_size, rgb=rgb)
+    check_images(b, names[1], min_size=min_size, rgb=rgb)
     if a.shape != b.shape:
         raise EvalError(
             f"{names[0]} and {names[1]} must have the same shape, got {tuple(a.shape)} and "
@@ -75,7 +85,7 @@ def to_unit(x: Tensor) -> Tensor:
 
 def to_uint8(x: Tensor) -> Tensor:
     """``[-1, 1]`` float -> ``uint8`` ``[0, 255]``, the FID/KID protocol's input type."""
-    check_images(x, "images")
+    check_images(x, "images", rgb=True)
     return ((x.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
 
 
@@ -102,3 +112,10 @@ def ssim(a: Tensor, b: Tensor) -> Tensor:
         to_unit(a).float(), to_unit(b).float(), data_range=1.0, reduction="none"
     )
     return out.double().reshape(-1)
+
+
+def as_rgb(x: Tensor) -> Tensor | None:
+    """For RGB-only networks (Inception, LPIPS): grey repeated to RGB; other counts: None."""
+    if x.shape[1] == 3:
+        return x
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else None

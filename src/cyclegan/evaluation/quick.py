@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cyclegan.data.io import list_images, load_image
+from cyclegan.data.io import list_images, load_image, pixel_array
 from cyclegan.evaluation.classifier import TrainedClassifier, train_classifier
 from cyclegan.evaluation.errors import EvalError
 from cyclegan.evaluation.images import ImageSet, load_folder, load_ground_truth
@@ -26,29 +26,33 @@ QUICK_CLASSIFIER_STEPS = 150
 QUICK_CLASSIFIER_TRAIN = 200  # images per domain
 
 
-def _native_size(folder: Path) -> int:
+def _native_size(folder: Path, channels: int) -> int:
     paths = list_images(folder) if folder.is_dir() else []
     if not paths:
         raise EvalError(f"quick_score: no images in {folder} (expected the processed test split)")
-    return min(load_image(paths[0]).size)
+    return min(pixel_array(load_image(paths[0], channels=channels)).shape[:2])
 
 
 @functools.lru_cache(maxsize=4)
-def _test_sets(root: str, max_images: int) -> dict[str, tuple[ImageSet, ImageSet | None]]:
+def _test_sets(
+    root: str, max_images: int, channels: tuple[int, int]
+) -> dict[str, tuple[ImageSet, ImageSet | None]]:
     base = Path(root)
-    size = _native_size(base / "testA")
+    nc = dict(zip("AB", channels, strict=True))
+    size = _native_size(base / "testA", nc["A"])
     out = {}
-    for split in ("A", "B"):
-        images = load_folder(base / f"test{split}", size, max_images)
-        out[split] = (images, load_ground_truth(base, f"test{split}", images, size))
+    for split, other in (("A", "B"), ("B", "A")):
+        images = load_folder(base / f"test{split}", size, max_images, nc[split])
+        gt = load_ground_truth(base, f"test{split}", images, size, nc[other])
+        out[split] = (images, gt)
     return out
 
 
 @functools.lru_cache(maxsize=4)
-def _classifier(root: str, size: int) -> TrainedClassifier:
+def _classifier(root: str, size: int, channels: int) -> TrainedClassifier:
     base = Path(root)
-    a = load_folder(base / "trainA", size, QUICK_CLASSIFIER_TRAIN).images
-    b = load_folder(base / "trainB", size, QUICK_CLASSIFIER_TRAIN).images
+    a = load_folder(base / "trainA", size, QUICK_CLASSIFIER_TRAIN, channels).images
+    b = load_folder(base / "trainB", size, QUICK_CLASSIFIER_TRAIN, channels).images
     return train_classifier(a, b, steps=QUICK_CLASSIFIER_STEPS, seed=0)
 
 
@@ -58,16 +62,20 @@ def quick_score(
     data_root: str | Path,
     device: str | torch.device = "cpu",
     max_images: int = 40,
+    channels: tuple[int, int] = (3, 3),
 ) -> dict[str, float]:
     """Weight-free metrics on the first ``max_images`` test images per domain; key ``score``.
 
+    ``channels`` are domain A's and B's. Without ground truth and with different channel
+    counts (no domain classifier possible) the score is the cycle L1 alone.
     The generators are switched to eval mode for the call and restored afterwards.
     """
-    sets = _test_sets(str(Path(data_root).resolve()), max_images)
+    sets = _test_sets(str(Path(data_root).resolve()), max_images, tuple(channels))
     has_gt = all(gt is not None for _, gt in sets.values())
     clf = None
-    if not has_gt:
-        clf = _classifier(str(Path(data_root).resolve()), sets["A"][0].images.shape[-1])
+    if not has_gt and channels[0] == channels[1]:
+        root = str(Path(data_root).resolve())
+        clf = _classifier(root, sets["A"][0].images.shape[-1], channels[0])
     gens = {"A": g_ab, "B": g_ba}
     modes = {k: g.training for k, g in gens.items()}
     out: dict[str, float] = {}
@@ -93,5 +101,8 @@ def quick_score(
     for key in ("l1_to_gt", "cycle_l1", "domain_acc"):
         if f"{key}_AtoB" in out:
             out[key] = (out[f"{key}_AtoB"] + out[f"{key}_BtoA"]) / 2
-    out["score"] = out["l1_to_gt"] if has_gt else out["cycle_l1"] + 1.0 - out["domain_acc"]
+    if has_gt:
+        out["score"] = out["l1_to_gt"]
+    else:
+        out["score"] = out["cycle_l1"] + (1.0 - out["domain_acc"] if clf is not None else 0.0)
     return out

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from cyclegan.data.transforms import display_rgb
 from cyclegan.evaluation.bootstrap import Estimate
 from cyclegan.evaluation.metrics import HIGHER_IS_BETTER
 from cyclegan.evaluation.suite import Direction
@@ -64,7 +65,8 @@ def per_image_rows(
 
 
 def _to_pil(x: Tensor) -> Image.Image:
-    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
+    x = display_rgb(x.detach().float().cpu()[None])[0]  # grey / multispectral: bands 1-3
+    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().byte()
     img = Image.fromarray(arr.permute(1, 2, 0).numpy(), "RGB")
     scale = max(1, -(-CELL_MIN // max(img.size)))
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST)

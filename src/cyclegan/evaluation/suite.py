@@ -51,7 +51,7 @@ def translate(
     """Run ``g`` over ``x`` in batches; outputs are checked to be finite and in ``[-1, 1]``."""
     out = [g(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
     y = torch.cat(out)
-    if y.shape != x.shape:
+    if y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:  # channels may differ
         raise EvalError(
             f"{name} output shape {tuple(y.shape)} != input shape {tuple(x.shape)}; evaluate "
             "needs same-size translations (check model.input_nc/output_nc and the image size)"
@@ -70,7 +70,7 @@ class Direction:
     rec: Tensor
     gt: Tensor | None
     names: list[str]
-    target_mean: Tensor | None = None  # per-pixel mean of the target training images (1×3×H×W)
+    target_mean: Tensor | None = None  # per-pixel mean of the target training images (1×C×H×W)
 
     @property
     def target(self) -> str:
@@ -91,8 +91,10 @@ def run_direction(
     src, dst = DIRECTIONS[name]
     fake = translate(fwd, inputs, batch_size, device, f"G_{src}{dst}")
     rec = translate(bwd, fake, batch_size, device, f"G_{dst}{src}")
-    if gt is not None:
+    if gt is not None and gt.shape[1] == inputs.shape[1]:
         M.check_pair(inputs, gt, (f"test{src}", f"test{src}_gt"))
+    elif gt is not None:  # N-channel data: ground truth has the target domain's channels
+        M.check_pair(fake, gt, (f"G_{src}{dst} output", f"test{src}_gt"))
     return Direction(name, inputs, fake, rec, gt, names)
 
 
@@ -108,16 +110,20 @@ def weight_free(
     if not full:
         return {k: v.double().numpy() for k, v in out.items()}
     out["cycle_psnr"] = M.psnr(d.rec, d.inputs)
+    # identity baselines need the input to have the target's channel count
+    same = d.gt is not None and d.inputs.shape[1] == d.gt.shape[1]
     if d.gt is not None:
-        out.update(
-            identity_l1_to_gt=M.l1(d.inputs, d.gt),
-            psnr_to_gt=M.psnr(d.fake, d.gt),
-            identity_psnr_to_gt=M.psnr(d.inputs, d.gt),
-        )
+        if same:
+            out["identity_l1_to_gt"] = M.l1(d.inputs, d.gt)
+        out["psnr_to_gt"] = M.psnr(d.fake, d.gt)
+        if same:
+            out["identity_psnr_to_gt"] = M.psnr(d.inputs, d.gt)
         if d.target_mean is not None:  # "paint the average target image": a far stronger bar
             out["mean_target_l1_to_gt"] = M.l1(d.target_mean.expand_as(d.gt), d.gt)
         if min(d.inputs.shape[-2:]) >= M.SSIM_KERNEL:
-            out.update(ssim_to_gt=M.ssim(d.fake, d.gt), identity_ssim_to_gt=M.ssim(d.inputs, d.gt))
+            out["ssim_to_gt"] = M.ssim(d.fake, d.gt)
+            if same:
+                out["identity_ssim_to_gt"] = M.ssim(d.inputs, d.gt)
     if clf is not None:
         p_b = clf.prob_b(d.fake)
         out.update(
@@ -128,11 +134,19 @@ def weight_free(
 
 
 def lpips_metrics(d: Direction, scorer: LpipsScorer, batch_size: int = 16) -> dict[str, np.ndarray]:
-    """Content preservation (input vs translation) and, with ground truth, distance to it."""
-    out = {"lpips_content": scorer(d.inputs, d.fake, batch_size)}
-    if d.gt is not None:
-        out["lpips_to_gt"] = scorer(d.fake, d.gt, batch_size)
-        out["identity_lpips_to_gt"] = scorer(d.inputs, d.gt, batch_size)
+    """Content preservation (input vs translation) and, with ground truth, distance to it.
+
+    Grey images are repeated to RGB (``metrics.as_rgb``); with any other channel count there
+    is nothing to score (the caller notes why).
+    """
+    inputs, fake = M.as_rgb(d.inputs), M.as_rgb(d.fake)
+    if inputs is None or fake is None:
+        return {}
+    out = {"lpips_content": scorer(inputs, fake, batch_size)}
+    gt = None if d.gt is None else M.as_rgb(d.gt)
+    if gt is not None:
+        out["lpips_to_gt"] = scorer(fake, gt, batch_size)
+        out["identity_lpips_to_gt"] = scorer(inputs, gt, batch_size)
     return {k: v.numpy() for k, v in out.items()}
 
 

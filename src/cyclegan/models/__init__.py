@@ -110,3 +110,10 @@ def generator_size_multiple(mcfg: ModelConfig | str) -> int:
     if name not in _SIZE_MULTIPLES:
         raise _unknown("generator", name, GENERATORS)
     return _SIZE_MULTIPLES[name]
+
+
+def reverse_model(mcfg: ModelConfig) -> ModelConfig:
+    """G_BA's config: B (``output_nc`` channels) -> A (``input_nc`` channels)."""
+    from dataclasses import replace
+
+    return replace(mcfg, input_nc=mcfg.output_nc, output_nc=mcfg.input_nc)

@@ -16,6 +16,13 @@ import numpy as np
 
 NORMALIZATION = "[-1,1] = x/127.5-1"
 LAYOUT = "NCHW RGB"
+
+
+def layout(channels: int) -> str:
+    """The ``layout`` metadata: ``NCHW RGB``, ``NCHW grey`` or ``NCHW <C>-channel``."""
+    return {3: LAYOUT, 1: "NCHW grey"}.get(channels, f"NCHW {channels}-channel")
+
+
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
@@ -24,14 +31,14 @@ class OnnxModelError(ValueError):
 
 
 def to_model_input(images: np.ndarray) -> np.ndarray:
-    """``N×H×W×3`` uint8 -> ``N×3×H×W`` float32 in [-1, 1] (the training normalisation)."""
+    """``N×H×W×C`` uint8 -> ``N×C×H×W`` float32 in [-1, 1] (the training normalisation)."""
     if images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(f"expected N×H×W×C uint8 images, got {images.dtype} {images.shape}")
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 127.5 - 1.0
 
 
 def from_model_output(y: np.ndarray) -> np.ndarray:
-    """``N×3×H×W`` float in [-1, 1] -> ``N×H×W×3`` uint8, rounding to nearest."""
+    """``N×C×H×W`` float in [-1, 1] -> ``N×H×W×C`` uint8, rounding to nearest."""
     y = np.asarray(y, dtype=np.float32)
     return np.clip(np.rint((y + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
@@ -63,7 +70,7 @@ def pad_to_multiple(
 def translate_uint8(
     run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, multiple: int, min_size: int = 1
 ) -> np.ndarray:
-    """uint8 ``N×H×W×3`` -> uint8 ``N×H×W×3`` through ``run`` (float NCHW -> float NCHW).
+    """uint8 ``N×H×W×C`` -> uint8 ``N×H×W×C'`` through ``run`` (float NCHW -> float NCHW).
 
     Pads to the network's multiple and crops back, so any image size keeps its size.
     """
@@ -100,6 +107,11 @@ def _load_session(path: Path, threads: int, providers: list[str] | None) -> Any:
         ) from e
 
 
+def _static(dim: Any, default: int) -> int:
+    """A static ONNX dimension, else ``default`` (from metadata, else 3)."""
+    return dim if isinstance(dim, int) else default
+
+
 class OnnxGenerator:
     """A generator ``.onnx`` under ONNX Runtime: ``gen(x)`` maps float NCHW in [-1, 1] to same.
 
@@ -125,8 +137,9 @@ class OnnxGenerator:
             )
         self.input_name = inputs[0].name
         self.input_dtype = _DTYPES.get(inputs[0].type, np.float32)
-        self.channels = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else 3
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.channels = _static(inputs[0].shape[1], self._int_meta("input_channels", 3))
+        self.out_channels = _static(outputs[0].shape[1], self._int_meta("output_channels", 3))
 
     def _int_meta(self, key: str, default: int) -> int:
         try:
@@ -169,7 +182,7 @@ class OnnxGenerator:
         return np.asarray(y, dtype=np.float32)
 
     def translate_images(self, images: np.ndarray) -> np.ndarray:
-        """uint8 ``N×H×W×3`` (or one ``H×W×3``) -> uint8 ``N×H×W×3`` of the same size."""
+        """uint8 ``N×H×W×C`` (or one ``H×W×C``) -> uint8 ``N×H×W×C'`` of the same size."""
         return translate_uint8(self, images, self.size_multiple, self.min_size)
 
     def __repr__(self) -> str:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from cyclegan.config import Config, ConfigError, config_from_dict
-from cyclegan.models import build_generator
+from cyclegan.models import build_generator, reverse_model
 from cyclegan.storage import atomic_writer, temp_file
 
 log = logging.getLogger(__name__)
@@ -244,11 +244,11 @@ def load_generators(path: str | Path, device: Any = "cpu") -> tuple[Config, nn.M
         raise CheckpointError(f"checkpoint {path}: its config is invalid: {e}") from e
     nets = ckpt["nets"]
     generators = []
-    for name in ("G_AB", "G_BA"):
+    for name, mcfg in (("G_AB", cfg.model), ("G_BA", reverse_model(cfg.model))):
         if not isinstance(nets, dict) or name not in nets:
             raise CheckpointError(f"checkpoint {path} has no nets.{name}")
         try:
-            net = build_generator(cfg.model)
+            net = build_generator(mcfg)
         except ValueError as e:
             raise CheckpointError(f"checkpoint {path}: {e}") from e
         what = f"checkpoint {path} nets.{name} (generator {cfg.model.generator!r})"

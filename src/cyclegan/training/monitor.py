@@ -80,8 +80,13 @@ class CollapseMonitor:
 def sample_grid(
     g_ab: nn.Module, g_ba: nn.Module, images_a: Tensor, images_b: Tensor, path: Path
 ) -> Path:
-    """Rows: A, G_AB(A), G_BA(G_AB(A)), B, G_BA(B), G_AB(G_BA(B)); one column per image."""
+    """Rows: A, G_AB(A), G_BA(G_AB(A)), B, G_BA(B), G_AB(G_BA(B)); one column per image.
+
+    Grey images are drawn grey, multispectral ones as bands 1-3 (``display_rgb``).
+    """
     from torchvision.utils import save_image
+
+    from cyclegan.data.transforms import display_rgb
 
     was = g_ab.training, g_ba.training
     g_ab.eval()
@@ -93,7 +98,7 @@ def sample_grid(
     rows = [a, fake_b, g_ba(fake_b), b, fake_a, g_ab(fake_a)]
     g_ab.train(was[0])
     g_ba.train(was[1])
-    grid = torch.cat([r.float().cpu() for r in rows], dim=0)
+    grid = torch.cat([display_rgb(r.float().cpu()) for r in rows], dim=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     save_image(grid * 0.5 + 0.5, tmp, nrow=a.shape[0], padding=2, pad_value=1.0)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from cyclegan.config import Config
-from cyclegan.models import build_discriminator, build_generator
+from cyclegan.models import build_discriminator, build_generator, reverse_model
 from cyclegan.training import distributed, precision
 from cyclegan.training.distributed import DistInfo
 from cyclegan.training.losses import GANLoss, cycle_loss, gradient_penalty, identity_loss
@@ -94,7 +94,7 @@ class CycleGAN:
     def __init__(self, cfg: Config, info: DistInfo) -> None:
         self.cfg, self.info, dev = cfg, info, info.device
         m = cfg.model
-        self.g_ab, self.g_ba = build_generator(m), build_generator(m)
+        self.g_ab, self.g_ba = build_generator(m), build_generator(reverse_model(m))
         self.d_a = build_discriminator(m, input_nc=m.input_nc)
         self.d_b = build_discriminator(m, input_nc=m.output_nc)
         # explicit settings as given; ``auto`` ones measured (cached per machine)
