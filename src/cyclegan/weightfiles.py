@@ -26,6 +26,7 @@ import torch
 
 from cyclegan.storage import StorageError, download_s3_file, download_url, sha256_file
 
+
 class WeightsError(RuntimeError):
     """A weight file cannot be found or is not the expected network's state dict."""
 

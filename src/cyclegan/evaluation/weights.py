@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from cyclegan.weightfiles import (
     ResolvedWeights,
-    WeightSpec,
     WeightsError,
+    WeightSpec,
     check_state_dict,
     hub_cache_path,
     load_state_dict_file,
