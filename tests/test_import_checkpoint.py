@@ -10,6 +10,7 @@ An imported generator must compute exactly what those networks compute with the 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from cyclegan.cli import main
-from cyclegan.import_checkpoint import ImportCheckpointError, import_checkpoint
+from cyclegan.import_checkpoint import import_checkpoint
 from cyclegan.training.checkpoint import load_checkpoint, load_generators
 from tests.export_utils import make_processed, tiny_cfg, write_image
 
@@ -322,3 +323,38 @@ def test_imported_model_exports_and_translates(tmp_path: Path) -> None:
     with torch.no_grad():
         want = ((ref_a(x)[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255)
     assert np.abs(got.astype(float) - want).max() <= 1  # ONNX Runtime vs PyTorch rounding
+
+
+def test_imported_model_fine_tunes_with_init_from(tmp_path: Path) -> None:
+    """train.init_from: the imported weights plus one fresh-Adam step (|update| <= lr per
+    weight); a mismatched architecture is a clear error."""
+    from cyclegan.train import train
+    from cyclegan.training.checkpoint import CheckpointError
+    from tests.train_utils import make_synth
+    from tests.train_utils import tiny_cfg as train_cfg
+
+    for name, seed in (("latest_net_G_A.pth", 1), ("latest_net_G_B.pth", 2)):
+        _save(_randomised(RefResnet(8, 6), seed).state_dict(), tmp_path / "ref" / name)
+    init = tmp_path / "init.pt"
+    import_checkpoint([str(tmp_path / "ref")], init, "reference")
+    data = make_synth(tmp_path / "data", train=4, test=2)
+    cfg = train_cfg(tmp_path, data, train={"steps": 1, "checkpoint_every": 1, "batch_size": 1})
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=str(init)))
+    res = train(cfg)
+    after = load_checkpoint(res.last_checkpoint)
+    before = load_checkpoint(init)["nets"]
+    for net in ("G_AB", "G_BA"):
+        diff = max((after["nets"][net][k] - v).abs().max().item() for k, v in before[net].items())
+        assert 0 < diff <= cfg.optim.lr * 1.001
+    assert after["optimizers"]["G"]["state"][0]["step"].item() == 1  # fresh optimiser
+    bad = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, ngf=4),
+        train=dataclasses.replace(cfg.train, out_dir=str(tmp_path / "r2")),
+    )
+    with pytest.raises(CheckpointError) as e:
+        train(bad)
+    assert str(e.value) == (
+        f"train.init_from={init}: the checkpoint's generators are another architecture "
+        "(model.ngf: checkpoint 8, this run 4); set those model keys to the checkpoint's values"
+    )

@@ -250,6 +250,9 @@ def _train(cfg: Config, info: DistInfo, evaluator: Evaluator | None) -> TrainRes
     seed_everything(cfg.seed + info.rank)
     model = CycleGAN(cfg, info)
     start, metrics = _try_resume(cfg, model, info, ckpt_dir)
+    if start == 0 and cfg.train.init_from:  # fine-tuning: weights only, fresh optimisers
+        loaded = ckpt.load_initial_weights(model.nets, cfg.train.init_from, cfg.model)
+        log.info("initialised %s from %s", ", ".join(loaded), cfg.train.init_from)
     run_id_file = out_dir / tracking.RUN_ID_FILE
     run_id = run_id_file.read_text().strip() if start and run_id_file.is_file() else None
     tcfg = cfg.tracking if info.is_main else _disabled(cfg)

@@ -64,5 +64,3 @@ def lpips_backbone_spec(net: str) -> WeightSpec:
         url=f"https://download.pytorch.org/models/{filename}",
         param="evaluate.lpips_backbone_weights",
     )
-
-
