@@ -68,6 +68,43 @@ class RefResnet(nn.Module):
         return self.model(x)
 
 
+class RefUnetLevel(nn.Module):
+    """One reference UnetSkipConnectionBlock (instance norm: convs with bias, except the
+    outermost up-conv which always has one)."""
+
+    def __init__(self, outer: int, inner: int, sub: nn.Module | None, in_nc: int | None = None):
+        super().__init__()
+        self.outermost = in_nc is not None
+        down = nn.Conv2d(in_nc or outer, inner, 4, 2, 1)
+        up_in = inner if sub is None else inner * 2
+        up = nn.ConvTranspose2d(up_in, outer, 4, 2, 1)
+        if self.outermost:
+            seq = [down, sub, nn.ReLU(True), up, nn.Tanh()]
+        elif sub is None:
+            seq = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), up, nn.InstanceNorm2d(outer)]
+        else:
+            seq = [nn.LeakyReLU(0.2, True), down, nn.InstanceNorm2d(inner), sub]
+            seq += [nn.ReLU(True), up, nn.InstanceNorm2d(outer)]
+        self.model = nn.Sequential(*seq)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
+
+
+class RefUnet(nn.Module):
+    def __init__(self, num_downs: int, ngf: int) -> None:
+        super().__init__()
+        block = RefUnetLevel(ngf * 8, ngf * 8, None)
+        for _ in range(num_downs - 5):
+            block = RefUnetLevel(ngf * 8, ngf * 8, block)
+        for outer, inner in ((4, 8), (2, 4), (1, 2)):
+            block = RefUnetLevel(ngf * outer, ngf * inner, block)
+        self.model = RefUnetLevel(3, ngf, block, in_nc=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
 # --- MMagic's architecture (ConvModule = [padding_layer] conv [bn|in] [activate]) ----------
 
 
@@ -206,6 +243,20 @@ def test_reference_pair_computes_exactly_the_reference(
     assert not torch.equal(g_ab(x), g_ba(x))
     if norm == "none":  # the reference has no conv bias there; ours gets zeros
         assert res.filled and all("= 0" in f for f in res.filled)
+
+
+def test_reference_unet_computes_exactly_the_reference(tmp_path: Path) -> None:
+    ref = _randomised(RefUnet(7, 2), 8)
+    _save(ref.state_dict(), tmp_path / "latest_net_G.pth")
+    res = import_checkpoint(
+        [str(tmp_path / "latest_net_G.pth")], tmp_path / "u.pt", "reference", direction="BtoA"
+    )
+    assert (res.model.generator, res.model.ngf, res.model.norm) == ("unet_128", 2, "instance")
+    assert res.untrained == ["G_AB"]
+    _, _, g_ba = load_generators(tmp_path / "u.pt")
+    x = _x(128, 128)
+    with torch.no_grad():
+        assert torch.equal(g_ba(x), ref(x))
 
 
 def test_mmagic_checkpoint_computes_exactly_mmagic(tmp_path: Path) -> None:

@@ -278,8 +278,8 @@ def _mmagic_to_ours(sd: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]
 def infer_model(sd: dict[str, Any], where: str) -> ModelConfig:
     """Generator name, ngf, norm, dropout and channel counts from reference-layout keys."""
     convs = {k: v for k, v in sd.items() if k.endswith(".weight") and v.dim() == 4}
-    if "model.model.0.weight" in sd:  # U-Net: one ".model.1" per level below the outermost
-        depth = max(k.count(".model.1.") for k in sd) + 1
+    if "model.model.0.weight" in sd:  # U-Net: level k's keys hold k + 1 "model" parts
+        depth = max(k.split(".").count("model") for k in sd) - 1
         name = _UNET_DEPTHS.get(depth)
         first, last = sd["model.model.0.weight"], sd["model.model.3.weight"]
         ngf, in_nc, out_nc = first.shape[0], first.shape[1], last.shape[1]
