@@ -68,29 +68,9 @@ def generator_stats(name: str, size: int, repeats: int) -> dict[str, Any]:
 def train_option(root: Path, data: Path, generator: str, loss: dict, steps: int) -> dict:
     """``steps`` real ``train_step``s on the synthetic data; s/iter is the median step time
     (data loading and the loader's start-up excluded), L1 from the final generators."""
-    from cyclegan.config import config_from_dict
     from cyclegan.evaluation.quick import quick_score
-    from cyclegan.train import seed_everything
-    from cyclegan.training.distributed import DistInfo
-    from cyclegan.training.loader import domain_loader
-    from cyclegan.training.step import CycleGAN
 
-    cfg = config_from_dict(
-        {
-            "seed": 0,
-            "data": {"processed_dir": str(data)},
-            "transforms": {"load_size": 64, "crop_size": 64},
-            "model": {"generator": generator, "ngf": 16, "ndf": 16},
-            "loss": {**loss, "vgg_weights": str(root / "vgg16.pth")},
-            "train": {"steps": steps, "batch_size": 4, "out_dir": str(root / "run")},
-            "tracking": {"enabled": False},
-        }
-    )
-    info = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
-    seed_everything(cfg.seed)
-    model = CycleGAN(cfg, info)
-    it_a = domain_loader(cfg, info, "train", "A", 0)
-    it_b = domain_loader(cfg, info, "train", "B", 0)
+    model, it_a, it_b = _prepared(root, data, generator, loss)
     times, losses = [], {}
     for _ in range(steps):
         a, b = next(it_a), next(it_b)
@@ -104,6 +84,53 @@ def train_option(root: Path, data: Path, generator: str, loss: dict, steps: int)
         "l1_to_gt": score["l1_to_gt"],
         "losses": losses,
     }
+
+
+def speed_pass(root: Path, data: Path, rounds: int, steps: int) -> dict[str, float]:
+    """Median s/iter per option, the options interleaved round-robin (``rounds`` × ``steps``
+    timed steps each after one warm-up step), so load changes on a shared machine hit every
+    option alike."""
+    models, times = {}, {}
+    for label, generator, loss in OPTIONS[:-1]:
+        models[label] = _prepared(root, data, generator, loss)
+        times[label] = []
+    for _ in range(rounds):
+        for label, (model, it_a, it_b) in models.items():
+            model.train_step(next(it_a), next(it_b))  # warm-up (oneDNN primitives, caches)
+            for _ in range(steps):
+                a, b = next(it_a), next(it_b)
+                t0 = time.perf_counter()
+                model.train_step(a, b)
+                times[label].append(time.perf_counter() - t0)
+    return {label: statistics.median(t) for label, t in times.items()}
+
+
+def _prepared(root: Path, data: Path, generator: str, loss: dict) -> tuple:
+    from cyclegan.config import config_from_dict
+    from cyclegan.train import seed_everything
+    from cyclegan.training.distributed import DistInfo
+    from cyclegan.training.loader import domain_loader
+    from cyclegan.training.step import CycleGAN
+
+    cfg = config_from_dict(
+        {
+            "seed": 0,
+            "data": {"processed_dir": str(data)},
+            "transforms": {"load_size": 64, "crop_size": 64},
+            "model": {"generator": generator, "ngf": 16, "ndf": 16},
+            "loss": {**loss, "vgg_weights": str(root / "vgg16.pth")},
+            "train": {"batch_size": 4, "out_dir": str(root / "run")},
+            "tracking": {"enabled": False},
+        }
+    )
+    info = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    seed_everything(cfg.seed)
+    model = CycleGAN(cfg, info)
+    return (
+        model,
+        domain_loader(cfg, info, "train", "A", 0),
+        domain_loader(cfg, info, "train", "B", 0),
+    )
 
 
 def _write_vgg(path: Path) -> None:
@@ -120,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=256, help="generator table input size")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--speed-rounds", type=int, default=0, help="interleaved speed pass rounds")
+    ap.add_argument("--speed-steps", type=int, default=3, help="timed steps per option per round")
+    ap.add_argument("--skip-quality", action="store_true", help="only the speed pass")
     ap.add_argument(
         "--threads",
         type=int,
@@ -130,6 +160,31 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from cyclegan.data.synth import synthesize
+
+    result: dict[str, Any] = {}
+    if args.json and Path(args.json).is_file():
+        result = json.loads(Path(args.json).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        data = synthesize(root / "data", train=200, test=40, size=64, seed=0, progress=False).out
+        _write_vgg(root / "vgg16.pth")
+        if not args.skip_quality:
+            result.update(_quality(root, data, args))
+        if args.speed_rounds:
+            speed = speed_pass(root, data, args.speed_rounds, args.speed_steps)
+            ref = speed[OPTIONS[0][0]]
+            print(f"\ninterleaved speed: {args.speed_rounds} rounds x {args.speed_steps} steps")
+            print("| option | s/iter (median) | ratio to resnet_9blocks |")
+            print("|---|---|---|")
+            for label, t in speed.items():
+                print(f"| {label} | {t:.3f} | {t / ref:.2f}× |")
+            result["speed"] = speed
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _quality(root: Path, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     from cyclegan.evaluation.quick import quick_score
 
     gens = [
@@ -137,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in ("resnet_9blocks", "resnet_9blocks_ds", "resnet_9blocks_attn")
     ]
     base = gens[0]
-    print(
-        "| generator | params | GFLOP/forward | s/forward | params, FLOP, time vs resnet_9blocks |"
-    )
+    print("| generator | params | GFLOP/forward | s/forward | vs resnet_9blocks (params/FLOP/s) |")
     print("|---|---|---|---|---|")
     for g in gens:
         print(
@@ -148,16 +201,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{g['gflop'] / base['gflop']:.2f}× / {g['s_forward'] / base['s_forward']:.2f}× |"
         )
     sys.stdout.flush()
+    ident = quick_score(torch.nn.Identity(), torch.nn.Identity(), data)["l1_to_gt"]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        data = synthesize(root / "data", train=200, test=40, size=64, seed=0).out
-        _write_vgg(root / "vgg16.pth")
-        ident = quick_score(torch.nn.Identity(), torch.nn.Identity(), data)["l1_to_gt"]
-        for label, generator, loss in OPTIONS:
-            r = train_option(root, data, generator, loss, args.steps)
-            rows.append({"option": label, "generator": generator, "loss": loss, **r})
-            print(f"{label}: {r['s_iter']:.3f} s/iter, L1 to GT {r['l1_to_gt']:.4f}", flush=True)
+    for label, generator, loss in OPTIONS:
+        r = train_option(root, data, generator, loss, args.steps)
+        rows.append({"option": label, "generator": generator, "loss": loss, **r})
+        print(f"{label}: {r['s_iter']:.3f} s/iter, L1 to GT {r['l1_to_gt']:.4f}", flush=True)
     ref = statistics.mean(r["s_iter"] for r in rows if r["option"].startswith("resnet_9blocks ("))
     print(f"\nidentity baseline L1 to GT: {ident:.4f}; {args.steps} steps, batch 4, 64 px")
     print("| option | G params | s/iter | ratio | L1 to GT |")
@@ -167,11 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['option']} | {r['params_G'] / 1e3:.0f} k | {r['s_iter']:.3f} | "
             f"{r['s_iter'] / ref:.2f}× | {r['l1_to_gt']:.4f} |"
         )
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"generators": gens, "training": rows, "identity_l1": ident}, indent=2)
-        )
-    return 0
+    return {"generators": gens, "training": rows, "identity_l1": ident, "steps": args.steps}
 
 
 if __name__ == "__main__":

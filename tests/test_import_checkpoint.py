@@ -233,7 +233,9 @@ def test_reference_pair_computes_exactly_the_reference(
     ref_a, ref_b = (_randomised(RefResnet(4, n_blocks, norm, dropout), s) for s in (1, 2))
     _save(ref_a.state_dict(), tmp_path / "run" / "latest_net_G_A.pth")
     _save(ref_b.state_dict(), tmp_path / "run" / "latest_net_G_B.pth")
+    _save({"model.0.weight": torch.zeros(1)}, tmp_path / "run" / "latest_net_D_A.pth")
     res = import_checkpoint([str(tmp_path / "run")], tmp_path / "m.pt", "reference")
+    assert res.dropped[0] == f"{tmp_path / 'run' / 'latest_net_D_A.pth'} (not a generator file)"
     assert (res.model.norm, res.model.dropout) == (norm, dropout)
     assert res.model.generator == f"resnet_{n_blocks}blocks"
     _, g_ab, g_ba = load_generators(tmp_path / "m.pt")

@@ -194,8 +194,9 @@ def _fetch(src: str, work: Path) -> Path:
     return path
 
 
-def _reference_files(paths: list[Path], direction: str) -> dict[str, Path]:
-    """{net name: file} for the reference format: G_A -> G_AB, G_B -> G_BA, G -> ``direction``."""
+def _reference_files(paths: list[Path], direction: str, res: ImportResult) -> dict[str, Path]:
+    """{net name: file} for the reference format: G_A -> G_AB, G_B -> G_BA, G -> ``direction``;
+    other files (the discriminators ``latest_net_D_A.pth``...) are reported as dropped."""
     files: list[Path] = []
     for p in paths:
         files += sorted(p.rglob("*.pth")) if p.is_dir() else [p]
@@ -214,6 +215,8 @@ def _reference_files(paths: list[Path], direction: str) -> dict[str, Path]:
                 f"latest_net_G.pth (or one .pth file), found {names}"
             )
         found["G_AB" if direction == "AtoB" else "G_BA"] = single[0]
+    used = set(found.values())
+    res.dropped += [f"{f} (not a generator file)" for f in files if f not in used]
     return found
 
 
@@ -349,7 +352,7 @@ def _state_dicts(
     networks (MMagic's discriminators) are reported in ``res.dropped``."""
     if fmt == "reference":
         out = {}
-        for net, f in _reference_files(paths, direction).items():
+        for net, f in _reference_files(paths, direction, res).items():
             sd = load_any(f)
             if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
                 sd = sd["state_dict"]
