@@ -87,15 +87,17 @@ def train_option(root: Path, data: Path, generator: str, loss: dict, steps: int)
 
 
 def speed_pass(root: Path, data: Path, rounds: int, steps: int) -> dict[str, float]:
-    """Median s/iter per option, the options interleaved round-robin (``rounds`` × ``steps``
-    timed steps each after one warm-up step), so load changes on a shared machine hit every
-    option alike."""
+    """Median s/iter per option, the options interleaved round-robin in a rotating order
+    (``rounds`` × ``steps`` timed steps each after one warm-up step), so load changes on a
+    shared machine hit every option alike."""
     models, times = {}, {}
     for label, generator, loss in OPTIONS[:-1]:
         models[label] = _prepared(root, data, generator, loss)
         times[label] = []
-    for _ in range(rounds):
-        for label, (model, it_a, it_b) in models.items():
+    labels = list(models)
+    for r in range(rounds):  # each round starts one option later: no option is always first
+        for label in labels[r % len(labels) :] + labels[: r % len(labels)]:
+            model, it_a, it_b = models[label]
             model.train_step(next(it_a), next(it_b))  # warm-up (oneDNN primitives, caches)
             for _ in range(steps):
                 a, b = next(it_a), next(it_b)
