@@ -251,7 +251,8 @@ def test_unknown_architecture_and_bad_config(tmp_path: Path) -> None:
         load_generators(path)
     assert str(e.value) == (
         f"checkpoint {path}: its config is invalid: model.generator: unknown generator 'vit_huge' "
-        "(valid: resnet_6blocks, resnet_9blocks, unet_128, unet_256)"
+        "(valid: resnet_6blocks, resnet_9blocks, resnet_9blocks_attn, resnet_9blocks_ds, "
+        "unet_128, unet_256)"
     )
     state["config"]["model"]["generator"] = "resnet_6blocks"
     state["config"]["model"]["ngf"] = -1

@@ -133,7 +133,8 @@ def test_unknown_registry_names_fail_when_params_load() -> None:
         config_from_dict({"model": {"generator": "resnet_7blocks"}})
     assert str(e.value) == (
         "model.generator: unknown generator 'resnet_7blocks' "
-        "(valid: resnet_6blocks, resnet_9blocks, unet_128, unet_256)"
+        "(valid: resnet_6blocks, resnet_9blocks, resnet_9blocks_attn, resnet_9blocks_ds, "
+        "unet_128, unet_256)"
     )
     with pytest.raises(ConfigError) as e:
         load_config(None, ["model.discriminator=stylegan"])

@@ -284,3 +284,23 @@ def test_static_int8_is_calibrated_qlinearconv(
     x = real[0]
     err = np.abs(OnnxGenerator(path)(x) - OnnxGenerator(res.files["AtoB"])(x)).mean()
     assert 0 < err < 0.1
+
+
+@pytest.mark.parametrize("name", ["resnet_9blocks_ds", "resnet_9blocks_attn"])
+def test_new_generators_export_with_parity_at_any_size(name: str, tmp_path: Path) -> None:
+    """Dynamic H×W: the attention's HW×HW matrix and the depthwise convs trace symbolically."""
+    torch.manual_seed(0)
+    net = build_generator(ModelConfig(generator=name, ngf=4))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # gamma too: the attention is really used
+    path = tmp_path / "g.onnx"
+    export_onnx(net, path, 18, {"direction": "AtoB"})
+    gen = OnnxGenerator(path)
+    for h, w in [(32, 32), (36, 52), (27, 45)]:
+        x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(h)) * 2 - 1
+        with torch.no_grad():
+            ref = net.eval()(x).numpy()
+        got = gen(x)
+        assert got.shape == (2, 3, h, w)
+        assert np.abs(got - ref).max() < 1e-4

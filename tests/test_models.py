@@ -17,6 +17,7 @@ from cyclegan.models import (
     generator_size_multiple,
     init_weights,
 )
+from cyclegan.models.variants import DepthwiseSeparableResnetBlock, SelfAttention
 
 TINY = ModelConfig(ngf=8, ndf=8)
 
@@ -52,14 +53,31 @@ def _conv_weights(net: nn.Module) -> torch.Tensor:
     return torch.cat([m.weight.detach().flatten() for m in convs])
 
 
+def _open_attention(net: nn.Module) -> nn.Module:
+    """SAGAN starts with gamma = 0 (attention off, so no gradient reaches q/k/v); open it as
+    one training step would, so every parameter must then receive a gradient."""
+    for m in net.modules():
+        if isinstance(m, SelfAttention):
+            with torch.no_grad():
+                m.gamma.fill_(0.5)
+    return net
+
+
 def test_registries_hold_the_documented_names() -> None:
-    assert sorted(GENERATORS) == ["resnet_6blocks", "resnet_9blocks", "unet_128", "unet_256"]
+    assert sorted(GENERATORS) == [
+        "resnet_6blocks",
+        "resnet_9blocks",
+        "resnet_9blocks_attn",
+        "resnet_9blocks_ds",
+        "unet_128",
+        "unet_256",
+    ]
     assert sorted(DISCRIMINATORS) == ["multiscale", "patchgan", "patchgan_70", "pixel"]
 
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))
 def test_generator_shape_range_and_gradients(name: str) -> None:
-    net = build_generator(dataclasses.replace(TINY, generator=name))
+    net = _open_attention(build_generator(dataclasses.replace(TINY, generator=name)))
     y = net(_image())
     assert y.shape == (1, 3, 64, 64)
     assert torch.isfinite(y).all()
@@ -175,7 +193,8 @@ def test_unknown_names_list_the_valid_ones() -> None:
         build_generator(dataclasses.replace(TINY, generator="resnet_7blocks"))
     assert str(e.value) == (
         "model.generator: unknown generator 'resnet_7blocks' "
-        "(valid: resnet_6blocks, resnet_9blocks, unet_128, unet_256)"
+        "(valid: resnet_6blocks, resnet_9blocks, resnet_9blocks_attn, resnet_9blocks_ds, "
+        "unet_128, unet_256)"
     )
     with pytest.raises(ValueError) as e:
         build_discriminator(dataclasses.replace(TINY, discriminator="stylegan"))
@@ -186,7 +205,7 @@ def test_unknown_names_list_the_valid_ones() -> None:
 
 
 def test_generator_size_multiple() -> None:
-    assert [generator_size_multiple(n) for n in sorted(GENERATORS)] == [4, 4, 128, 256]
+    assert [generator_size_multiple(n) for n in sorted(GENERATORS)] == [4, 4, 4, 4, 128, 256]
     assert generator_size_multiple(dataclasses.replace(TINY, generator="unet_128")) == 128
     with pytest.raises(ValueError, match="unknown generator 'vit'"):
         generator_size_multiple("vit")
@@ -203,3 +222,41 @@ def test_patchgan_depth_and_dropout() -> None:
     assert torch.equal(g(x), g(x))
     g.train()
     assert not torch.equal(g(x), g(x))
+
+
+def _n_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_depthwise_separable_blocks_by_the_numbers() -> None:
+    """Every residual 3×3 conv is a depthwise 3×3 + pointwise 1×1: 9C + C² (+ 2C bias)
+    weights instead of 9C² (+ C) -- the rest of the network is unchanged."""
+    mcfg = dataclasses.replace(TINY, ngf=16)
+    full = build_generator(dataclasses.replace(mcfg, generator="resnet_9blocks"))
+    ds = build_generator(dataclasses.replace(mcfg, generator="resnet_9blocks_ds"))
+    blocks = [m for m in ds.modules() if isinstance(m, DepthwiseSeparableResnetBlock)]
+    assert len(blocks) == 9
+    c = 64  # ngf * 4 at the bottleneck
+    per_conv_full, per_conv_ds = 9 * c * c + c, (9 * c + c) + (c * c + c)
+    assert _n_params(full) - _n_params(ds) == 9 * 2 * (per_conv_full - per_conv_ds)
+    depthwise = [m for m in ds.modules() if isinstance(m, nn.Conv2d) and m.groups == c]
+    assert len(depthwise) == 18 and all(m.weight.shape == (c, 1, 3, 3) for m in depthwise)
+
+
+def test_attention_starts_as_the_plain_resnet() -> None:
+    """gamma = 0 at init: with the same weights, exactly resnet_9blocks' output; opened, the
+    attention changes it."""
+    torch.manual_seed(0)
+    attn = build_generator(dataclasses.replace(TINY, generator="resnet_9blocks_attn")).eval()
+    plain = build_generator(dataclasses.replace(TINY, generator="resnet_9blocks")).eval()
+    renamed = {}  # the attention is model.19; the upsampling layers come one index later
+    for k, v in attn.state_dict().items():
+        idx = int(k.split(".")[1])
+        if idx != 19:
+            renamed[k if idx < 19 else k.replace(f"model.{idx}.", f"model.{idx - 1}.", 1)] = v
+    plain.load_state_dict(renamed, strict=True)
+    x = _image(h=32, w=48)
+    with torch.no_grad():
+        assert torch.equal(attn(x), plain(x))
+        _open_attention(attn)
+        assert (attn(x) - plain(x)).abs().max() > 1e-4

@@ -142,6 +142,25 @@ def _translate(args: argparse.Namespace) -> int:
     return 0 if not res.failed else 1
 
 
+def _import_checkpoint(args: argparse.Namespace) -> int:
+    from cyclegan.import_checkpoint import import_checkpoint
+
+    domains = tuple(args.domains.split(",")) if args.domains else None
+    if domains is not None and len(domains) != 2:
+        raise ConfigError(f"--domains: expected A_NAME,B_NAME, got {args.domains!r}")
+    res = import_checkpoint(
+        args.src,
+        Path(args.out),
+        args.format,
+        base=_config(args),
+        direction=args.direction,
+        domains=domains,  # type: ignore[arg-type]
+        overwrite=args.overwrite,
+    )
+    print(res.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cyclegan", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +225,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params(p)
     p.set_defaults(func=_export)
 
+    p = sub.add_parser(
+        "import-checkpoint", help="published CycleGAN generators -> a checkpoint of ours"
+    )
+    p.add_argument(
+        "src",
+        nargs="+",
+        help="file(s), folder, s3:// URI, URL or a reference model name (horse2zebra, ...)",
+    )
+    p.add_argument("out", help="the checkpoint to write (.pt)")
+    p.add_argument("--format", choices=["reference", "mmagic"], default="reference")
+    p.add_argument(
+        "--direction",
+        choices=["AtoB", "BtoA"],
+        default="AtoB",
+        help="the direction of a single-generator file (latest_net_G.pth)",
+    )
+    p.add_argument("--domains", default=None, help="mmagic: A_NAME,B_NAME (default: key order)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    _add_params(p)
+    p.set_defaults(func=_import_checkpoint)
+
     p = sub.add_parser("translate", help="translate a file, folder or glob")
     p.add_argument("input", help="image file, folder or glob")
     p.add_argument("output", help="output folder (or file, for a single input)")
@@ -232,7 +272,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ("cyclegan.data.errors", "DataError"),
         ("cyclegan.tracking", "TrackingError"),
         ("cyclegan.training.checkpoint", "CheckpointError"),
-        ("cyclegan.evaluation.weights", "WeightsError"),
+        ("cyclegan.weightfiles", "WeightsError"),
+        ("cyclegan.import_checkpoint", "ImportCheckpointError"),
         ("cyclegan.export", "ExportError"),
         ("cyclegan.evaluation.errors", "EvalError"),
         ("cyclegan.models.onnx_generator", "OnnxModelError"),

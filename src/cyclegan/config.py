@@ -114,7 +114,14 @@ class TransformConfig:
 # Registry names of the networks ``cyclegan.models`` builds. They live here, in the lowest layer,
 # so params are validated when they load (before any command starts work) without importing
 # torch; ``cyclegan.models`` registers one builder per name and a test keeps the two equal.
-GENERATOR_NAMES = ("resnet_6blocks", "resnet_9blocks", "unet_128", "unet_256")
+GENERATOR_NAMES = (
+    "resnet_6blocks",
+    "resnet_9blocks",
+    "resnet_9blocks_attn",
+    "resnet_9blocks_ds",
+    "unet_128",
+    "unet_256",
+)
 DISCRIMINATOR_NAMES = ("patchgan", "patchgan_70", "pixel", "multiscale")
 
 
@@ -162,8 +169,17 @@ class LossConfig:
     lambda_identity: float = 0.5  # multiplied by lambda_A / lambda_B, as in the reference
     lambda_gp: float = 10.0  # wgangp only
     pool_size: int = 50
+    # Optional generator losses from the literature (0 = off: not computed at all).
+    lambda_ssim: float = 0.0  # (1 - SSIM) of each cycle reconstruction vs its input
+    lambda_fft: float = 0.0  # L1 between Fourier amplitude spectra (reconstruction vs input)
+    lambda_fm: float = 0.0  # discriminator feature matching (fake vs real, every D layer)
+    lambda_perceptual: float = 0.0  # VGG16 feature (content) + Gram-matrix (style) loss
+    vgg_weights: str = ""  # VGG16 ImageNet weights: local path or s3:// URI (else hub cache)
+    vgg_download: bool = False  # allow downloading vgg16-397923af.pth when not found locally
 
     def __post_init__(self) -> None:
+        for key in ("lambda_ssim", "lambda_fft", "lambda_fm", "lambda_perceptual"):
+            _in_range(getattr(self, key), f"loss.{key}", 0.0)
         _in_range(self.lambda_A, "loss.lambda_A", 0.0)
         _in_range(self.lambda_B, "loss.lambda_B", 0.0)
         _in_range(self.lambda_identity, "loss.lambda_identity", 0.0)
@@ -212,6 +228,7 @@ class TrainConfig:
     collapse_window: int = 50  # steps a discriminator loss must stay near zero to warn
     # progressive resizing: [[fraction of steps, crop size], ...] from 0.0; [] = fixed size
     progressive: tuple[tuple[float, int], ...] = ()
+    init_from: str = ""  # checkpoint whose network weights start a fresh run (fine-tuning)
 
     def __post_init__(self) -> None:
         _in_range(self.steps, "train.steps", 1)

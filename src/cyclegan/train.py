@@ -309,6 +309,9 @@ def _train(
     if info.is_main and model.precision is not None:
         log.info("%s", precision.summary(model.precision))
     start, metrics, resumed = _try_resume(cfg, model, info, ckpt_dir)
+    if start == 0 and cfg.train.init_from:  # fine-tuning: weights only, fresh optimisers
+        loaded = ckpt.load_initial_weights(model.nets, cfg.train.init_from, cfg.model)
+        log.info("initialised %s from %s", ", ".join(loaded), cfg.train.init_from)
     if start >= cfg.train.steps:  # before MLflow: there is nothing to track
         if info.is_main and resumed is not None:
             _link_final(ckpt_dir, resumed, metrics)

@@ -18,6 +18,7 @@ from cyclegan.models.discriminators import (
     PixelDiscriminator,
 )
 from cyclegan.models.generators import ResnetGenerator, UnetGenerator, get_norm_layer
+from cyclegan.models.variants import DepthwiseSeparableResnetBlock, SelfAttention
 
 __all__ = [
     "DISCRIMINATORS",
@@ -39,11 +40,30 @@ GENERATORS: dict[str, GeneratorBuilder] = {
     "resnet_9blocks": lambda m: ResnetGenerator(
         m.input_nc, m.output_nc, m.ngf, m.norm, m.dropout, n_blocks=9
     ),
+    "resnet_9blocks_ds": lambda m: ResnetGenerator(
+        m.input_nc,
+        m.output_nc,
+        m.ngf,
+        m.norm,
+        m.dropout,
+        n_blocks=9,
+        block=DepthwiseSeparableResnetBlock,
+    ),
+    "resnet_9blocks_attn": lambda m: ResnetGenerator(
+        m.input_nc, m.output_nc, m.ngf, m.norm, m.dropout, n_blocks=9, bottleneck=SelfAttention
+    ),
     "unet_128": lambda m: UnetGenerator(m.input_nc, m.output_nc, 7, m.ngf, m.norm, m.dropout),
     "unet_256": lambda m: UnetGenerator(m.input_nc, m.output_nc, 8, m.ngf, m.norm, m.dropout),
 }
 
-_SIZE_MULTIPLES = {"resnet_6blocks": 4, "resnet_9blocks": 4, "unet_128": 2**7, "unet_256": 2**8}
+_SIZE_MULTIPLES = {
+    "resnet_6blocks": 4,
+    "resnet_9blocks": 4,
+    "resnet_9blocks_ds": 4,
+    "resnet_9blocks_attn": 4,
+    "unet_128": 2**7,
+    "unet_256": 2**8,
+}
 
 
 def _patchgan(m: ModelConfig, nc: int) -> nn.Module:

@@ -8,6 +8,16 @@ from torch import nn
 from cyclegan.models.generators import _check_input, get_norm_layer
 
 
+def _with_features(seq: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``seq(x)`` plus every LeakyReLU activation (the layers feature matching compares)."""
+    feats = []
+    for layer in seq:
+        x = layer(x)
+        if isinstance(layer, nn.LeakyReLU):
+            feats.append(x)
+    return x, feats
+
+
 class NLayerDiscriminator(nn.Module):
     """PatchGAN: ``n_layers`` stride-2 4×4 convs, then two stride-1 4×4 convs -> 1 channel."""
 
@@ -39,6 +49,11 @@ class NLayerDiscriminator(nn.Module):
         _check_input(x, self.input_nc, self.min_size, type(self).__name__)
         return self.model(x)
 
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The same prediction as ``forward`` and the intermediate activations."""
+        _check_input(x, self.input_nc, self.min_size, type(self).__name__)
+        return _with_features(self.model, x)
+
 
 class PixelDiscriminator(nn.Module):
     """1×1 PixelGAN: judges each pixel's colour independently."""
@@ -62,6 +77,10 @@ class PixelDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.input_nc, self.min_size, type(self).__name__)
         return self.net(x)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        _check_input(x, self.input_nc, self.min_size, type(self).__name__)
+        return _with_features(self.net, x)
 
 
 class MultiscaleDiscriminator(nn.Module):
@@ -95,3 +114,15 @@ class MultiscaleDiscriminator(nn.Module):
                 x = self.downsample(x)
             outputs.append(disc(x))
         return outputs
+
+    def features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-scale predictions and the activations of every scale, finest first."""
+        _check_input(x, self.input_nc, self.min_size, type(self).__name__)
+        preds, feats = [], []
+        for i, disc in enumerate(self.scales):
+            if i > 0:
+                x = self.downsample(x)
+            pred, f = disc.features(x)
+            preds.append(pred)
+            feats += f
+        return preds, feats

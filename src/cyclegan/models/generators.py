@@ -101,9 +101,14 @@ class ResnetGenerator(nn.Module):
         norm: str = "instance",
         use_dropout: bool = False,
         n_blocks: int = 6,
+        block: Callable[..., nn.Module] | None = None,
+        bottleneck: Callable[[int], nn.Module] | None = None,
     ):
+        """``block`` replaces the residual block class, ``bottleneck(channels)`` adds a module
+        after the residual blocks (both default to the reference network)."""
         super().__init__()
         self.input_nc = input_nc
+        block = block or ResnetBlock
         norm_layer = get_norm_layer(norm)
         use_bias = norm != "batch"  # a norm with affine shift makes the conv bias redundant
         model: list[nn.Module] = [
@@ -119,7 +124,9 @@ class ResnetGenerator(nn.Module):
                 norm_layer(ngf * mult * 2),
                 nn.ReLU(True),
             ]
-        model += [ResnetBlock(ngf * 4, norm_layer, use_dropout, use_bias) for _ in range(n_blocks)]
+        model += [block(ngf * 4, norm_layer, use_dropout, use_bias) for _ in range(n_blocks)]
+        if bottleneck is not None:
+            model.append(bottleneck(ngf * 4))
         for i in range(2):
             mult = 2 ** (2 - i)
             model += [

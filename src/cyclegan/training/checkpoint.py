@@ -264,3 +264,44 @@ def final_checkpoint(run_dir: str | Path) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
+
+
+_ARCH_KEYS = ("generator", "ngf", "norm", "input_nc", "output_nc")
+_DISC_KEYS = ("discriminator", "ndf", "n_layers_d", "num_scales", "norm", "input_nc", "output_nc")
+
+
+def load_initial_weights(nets: Mapping[str, nn.Module], path: str | Path, mcfg: Any) -> list[str]:
+    """``train.init_from``: copy a checkpoint's network weights (nothing else) into ``nets``.
+
+    Both generators must be present and of this run's architecture; the discriminators are
+    taken when present and of the same architecture, else they start fresh. Returns the
+    names of the networks loaded.
+    """
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    where = f"train.init_from={path}"
+    try:
+        src = config_from_dict(ckpt["config"]).model
+    except ConfigError as e:
+        raise CheckpointError(f"{where}: its config is invalid: {e}") from e
+    diffs = [
+        f"model.{k}: checkpoint {getattr(src, k)!r}, this run {getattr(mcfg, k)!r}"
+        for k in _ARCH_KEYS
+        if getattr(src, k) != getattr(mcfg, k)
+    ]
+    if diffs:
+        raise CheckpointError(
+            f"{where}: the checkpoint's generators are another architecture ({'; '.join(diffs)})"
+            "; set those model keys to the checkpoint's values"
+        )
+    same_d = all(getattr(src, k) == getattr(mcfg, k) for k in _DISC_KEYS)
+    loaded = []
+    for name, net in nets.items():
+        state = ckpt["nets"].get(name) if isinstance(ckpt["nets"], dict) else None
+        if state is None or (name.startswith("D") and not same_d):
+            if name.startswith("G"):
+                raise CheckpointError(f"{where}: the checkpoint has no nets.{name}")
+            continue
+        load_net_state(net, state, f"{where} nets.{name}")
+        loaded.append(name)
+    return loaded

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cyclegan.config import Config
+from cyclegan.config import Config, ConfigError
 from cyclegan.models import build_discriminator, build_generator, reverse_model
 from cyclegan.training import distributed, precision
+from cyclegan.training import extra_losses as xl
 from cyclegan.training.distributed import DistInfo
 from cyclegan.training.losses import GANLoss, cycle_loss, gradient_penalty, identity_loss
 from cyclegan.training.pool import ImagePool
@@ -124,6 +125,15 @@ class CycleGAN:
         self.gp_gen = torch.Generator(device=dev).manual_seed(seed + 3)
         self.gan_loss = GANLoss(cfg.loss.gan_mode)
         self.use_identity = cfg.loss.lambda_identity > 0 and m.input_nc == m.output_nc
+        self.perceptual = None
+        if cfg.loss.lambda_perceptual > 0:  # resolved at start: a missing file fails now
+            if (m.input_nc, m.output_nc) != (3, 3):
+                raise ConfigError(
+                    "loss.lambda_perceptual: the VGG16 loss needs RGB images, but "
+                    f"model.input_nc={m.input_nc} and model.output_nc={m.output_nc}; set it to 0"
+                )
+            vgg = xl.vgg16_features(cfg.loss.vgg_weights, cfg.loss.vgg_download)
+            self.perceptual = xl.PerceptualLoss(vgg).to(dev)
 
     @property
     def nets(self) -> dict[str, nn.Module]:
@@ -145,7 +155,13 @@ class CycleGAN:
         with self._autocast():
             out = self.gen(real_a, real_b, self.use_identity)
             # The G step goes through the plain discriminators: their weights are frozen here.
-            pred_b, pred_a = self.d_b(out["fake_b"]), self.d_a(out["fake_a"])
+            if lc.lambda_fm > 0:
+                (pred_b, fm_b), (pred_a, fm_a) = (
+                    self.d_b.features(out["fake_b"]),
+                    self.d_a.features(out["fake_a"]),
+                )
+            else:
+                pred_b, pred_a = self.d_b(out["fake_b"]), self.d_a(out["fake_a"])
         terms = {
             "G_AB": self.gan_loss(_float(pred_b), True, for_discriminator=False),
             "G_BA": self.gan_loss(_float(pred_a), True, for_discriminator=False),
@@ -156,7 +172,30 @@ class CycleGAN:
             w = lc.lambda_identity
             terms["idt_B"] = identity_loss(out["idt_b"], real_b) * lc.lambda_B * w
             terms["idt_A"] = identity_loss(out["idt_a"], real_a) * lc.lambda_A * w
+        if lc.lambda_fm > 0:
+            with torch.no_grad(), self._autocast():
+                real_fm_b, real_fm_a = self.d_b.features(real_b)[1], self.d_a.features(real_a)[1]
+            terms["fm_B"] = xl.feature_matching_loss(fm_b, real_fm_b) * lc.lambda_fm
+            terms["fm_A"] = xl.feature_matching_loss(fm_a, real_fm_a) * lc.lambda_fm
+        terms.update(self._optional_terms(real_a, real_b, out))
         return sum(terms.values()), terms, out  # type: ignore[return-value]
+
+    def _optional_terms(self, real_a: Tensor, real_b: Tensor, out: dict) -> dict[str, Tensor]:
+        """SSIM / FFT on the cycle reconstructions and the perceptual loss, each when > 0."""
+        lc, terms = self.cfg.loss, {}
+        if lc.lambda_ssim > 0:
+            terms["ssim_A"] = xl.ssim_loss(out["rec_a"], real_a) * lc.lambda_ssim
+            terms["ssim_B"] = xl.ssim_loss(out["rec_b"], real_b) * lc.lambda_ssim
+        if lc.lambda_fft > 0:
+            terms["fft_A"] = xl.fft_loss(out["rec_a"], real_a) * lc.lambda_fft
+            terms["fft_B"] = xl.fft_loss(out["rec_b"], real_b) * lc.lambda_fft
+        if self.perceptual is not None:
+            with self._autocast():
+                p_b = self.perceptual(out["fake_b"], real_a, real_b)
+                p_a = self.perceptual(out["fake_a"], real_b, real_a)
+            terms["perc_B"] = p_b.float() * lc.lambda_perceptual
+            terms["perc_A"] = p_a.float() * lc.lambda_perceptual
+        return terms
 
     def _discriminator_losses(self, real_a: Tensor, real_b: Tensor, out: dict) -> tuple:
         fake_a = self.pool_a.query(out["fake_a"].detach())
