@@ -106,8 +106,11 @@ class S3Server(str):
 @contextlib.contextmanager
 def start_s3(bucket: str = "cyclegan-test") -> Iterator[S3Server]:
     """moto's threaded S3 server on a free 127.0.0.1 port, with ``bucket`` created."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
