@@ -28,7 +28,7 @@ install: $(STAMP) $(TSTAMP)
 run: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc push -q || echo "dvc push failed (local remote); outputs are still in the cache"
-	@echo; $(BIN)/python -c "import json; r = json.load(open('metrics/register.json')); print('Registered:', r['model_uri'], '(new)' if r['created'] else '(already registered)')"
+	@echo; $(BIN)/python -c "import json; r = json.load(open('metrics/register.json')); print('Registered:', r['model_uri'])"
 	@$(BIN)/cyclegan promote --params params.yaml --version "$$($(BIN)/python -c "import json; print(json.load(open('metrics/register.json'))['version'])")"; \
 	  rc=$$?; case $$rc in 0) ;; 1) echo "Promotion refused: @champion unchanged (table above)";; *) exit $$rc;; esac
 	@echo; echo "Done. Metrics: metrics/eval.json  Report: reports/eval/eval_report.html  MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"

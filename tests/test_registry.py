@@ -154,11 +154,13 @@ def test_deleted_champion_and_unknown_model_are_clear_errors(
 
 
 _RACER = """
-import sys, time
+import pathlib, sys, time
+import cyclegan.promote  # everything imported before the start signal
 from cyclegan.cli import main
-start = float(sys.argv[1])
-time.sleep(max(0.0, start - time.time()))
-sys.exit(main(sys.argv[2:]))
+pathlib.Path(sys.argv[1]).touch()
+while not pathlib.Path(sys.argv[2]).exists():
+    time.sleep(0.005)
+sys.exit(main(sys.argv[3:]))
 """
 
 
@@ -166,33 +168,29 @@ def test_two_concurrent_promotions_give_one_consistent_outcome(bench: RegistryBe
     name = bench.fresh("race")
     params = bench.params_file("race", gates=[gate(min_margin=-10.0)])
     promote(bench.params(gates=[gate(min_margin=-10.0)]), name, "1")
-    start = time.time() + 15  # both processes have imported everything by then
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _RACER,
-                str(start),
-                "promote",
-                "--model",
-                name,
-                "--version",
-                v,
-                "--params",
-                str(params),
-                "--json",
-            ],
-            cwd=bench.tmp,
-            env=cli_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    go, procs = bench.tmp / f"{name}.go", []
+    for v in ("2", "3"):
+        cmd = ["promote", "--model", name, "--version", v, "--params", str(params), "--json"]
+        ready = bench.tmp / f"{name}.ready{v}"
+        procs.append(
+            (
+                ready,
+                subprocess.Popen(
+                    [sys.executable, "-c", _RACER, str(ready), str(go), *cmd],
+                    cwd=bench.tmp,
+                    env=cli_env(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                ),
+            )
         )
-        for v in ("2", "3")
-    ]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    deadline = time.monotonic() + 120
+    while not all(r.exists() for r, _ in procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()  # both start promoting at the same moment
+    outs = [p.communicate(timeout=120) for _, p in procs]
+    assert [p.returncode for _, p in procs] == [0, 0], outs
     log = _log(bench, name)
     assert [e["seq"] for e in log] == [1, 2, 3]
     assert sorted(e["candidate"] for e in log[1:]) == ["2", "3"]

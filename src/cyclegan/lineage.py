@@ -157,24 +157,21 @@ def _metric_texts(m: dict[str, str]) -> list[str]:
     return out
 
 
+def _run_line(label: str, run: dict[str, Any] | None) -> str:
+    if run is None:
+        return f"├─ {label}: none recorded"
+    return f"├─ {label} {run['id']} ({run.get('name')}, {run['status']})"
+
+
 def _render(uri: str, t: dict[str, Any]) -> list[str]:
     aliases = " ".join(f"@{a}" for a in t["aliases"]) or "no alias"
     lines = [f"{uri} -> {t['model']} version {t['version']} ({aliases})"]
     ck = t["checkpoint"]
     lines.append(f"├─ checkpoint {ck['path']} sha256 {str(ck['sha256'])[:16]}")
     lines.append(f"├─ model source {t['source']}")
-    for label, run in (
-        ("training run", t["training_run"]),
-        ("evaluation run", t["evaluation_run"]),
-    ):
-        if run is None:
-            lines.append(f"├─ {label}: none recorded")
-            continue
-        lines.append(f"├─ {label} {run['id']} ({run.get('name')}, {run['status']})")
-    lines.append(
-        f"│  └─ params hash {t['params_hash']}: "
-        + ", ".join(f"{k}={v}" for k, v in t["key_params"].items())
-    )
+    lines.append(_run_line("training run", t["training_run"]))
+    params = ", ".join(f"{k}={v}" for k, v in t["key_params"].items())
+    lines.append(f"│  └─ params hash {t['params_hash']}: {params}")
     lines.append(f"│     └─ git commit {t['git_commit']}")
     lines.append(f"│        └─ data hash {t['data_hash']} (from {t['data_hash_source']})")
     ds = t["dataset"]
@@ -190,6 +187,7 @@ def _render(uri: str, t: dict[str, Any]) -> list[str]:
             lines.append(f"│                 └─ data.source = {ds['raw_source']}")
     else:
         lines.append(f"│           └─ DVC dataset {ds['path']}: {ds['dvc_lock']}")
+    lines.append(_run_line("evaluation run", t["evaluation_run"]))
     lines.append("├─ metrics: " + (", ".join(_metric_texts(t["metrics"])) or "none"))
     lines.append(f"├─ ONNX parity max abs error {t['onnx_parity_max_abs']}")
     decisions = [

@@ -70,7 +70,7 @@ class PromotionResult:
     champion_after: str | None
     accepted: bool
     dry_run: bool = False
-    action: str = "promote"  # promote | rollback
+    action: str = "promote"  # promote | rollback | noop (candidate already champion)
     rows: list[GateRow] = field(default_factory=list)
     seq: int | None = None  # index in the promotion log (None: not recorded)
     at: str = ""
@@ -96,6 +96,8 @@ class PromotionResult:
         return "\n".join(lines)
 
     def summary(self) -> str:
+        if self.action == "noop":
+            return f"{self.model}: version {self.candidate} is already @champion; nothing to decide"
         if self.action == "rollback":
             head = (
                 f"{self.model}: rolled back @champion from version {self.champion_before} "
@@ -432,14 +434,8 @@ def promote(
         champ = champion_now(client, name, log)
         cand = _candidate(client, name, version)
         if champ is not None and str(champ.version) == str(cand.version):
-            return PromotionResult(
-                name,
-                str(cand.version),
-                str(champ.version),
-                str(champ.version),
-                True,
-                note="already @champion; nothing to decide (not recorded)",
-            )
+            v = str(cand.version)
+            return PromotionResult(name, v, v, v, True, action="noop")
         result = decide(cfg, name, cand, champ, False)
         same = _same_refusal(log, result)
         if same is not None:
