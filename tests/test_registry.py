@@ -155,8 +155,8 @@ def test_deleted_champion_and_unknown_model_are_clear_errors(
 
 _RACER = """
 import pathlib, sys, time
-import cyclegan.promote  # everything imported before the start signal
 from cyclegan.cli import main
+main([*sys.argv[3:], "--dry-run"])  # warm up (imports, connections) so both start level
 pathlib.Path(sys.argv[1]).touch()
 while not pathlib.Path(sys.argv[2]).exists():
     time.sleep(0.005)

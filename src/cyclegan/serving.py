@@ -87,7 +87,6 @@ def log_onnx_model(
     files: dict[str, Path],
     name: str = "onnx_model",
     checkpoint: Path | None = None,
-    registered_model_name: str | None = None,
 ) -> Any:
     """Log ``{"AtoB": path, "BtoA": path}`` (+ the PyTorch ``checkpoint``) as one pyfunc model.
 
@@ -112,5 +111,4 @@ def log_onnx_model(
         input_example=example,
         code_paths=[str(Path(cyclegan.__file__).parent)],
         pip_requirements=_requirements(),
-        registered_model_name=registered_model_name,
     )
