@@ -1,6 +1,7 @@
 """The real `dvc` CLI runs the whole pipeline in a fresh git repo; remotes push and pull.
 
-This is what `make run` does, on tiny params: data -> preprocess -> train -> evaluate -> export.
+This is what `make run` does, on tiny params: data -> preprocess -> train -> evaluate -> export
+-> register, then the promotion decision.
 """
 
 from __future__ import annotations
@@ -82,8 +83,10 @@ def _env() -> dict[str, str]:
 def test_dvc_repro_runs_everything_then_nothing(repo: Path) -> None:
     env = _env()
     first = _run([str(BIN / "dvc"), "repro"], repo, env)
-    for stage in ("data", "preprocess", "train", "evaluate", "export"):
+    for stage in ("data", "preprocess", "train", "evaluate", "export", "register"):
         assert f"Running stage '{stage}'" in first.stdout, stage
+    registered = json.loads((repo / "metrics/register.json").read_text())
+    assert (registered["version"], registered["aliases"]) == ("1", ["challenger"])
     assert (repo / "data/processed/manifest.json").is_file()
     assert (repo / "runs/train/checkpoints/best.pt").is_file()
     assert (repo / "models/onnx/generator_AtoB.onnx").is_file()
@@ -94,6 +97,7 @@ def test_dvc_repro_runs_everything_then_nothing(repo: Path) -> None:
     assert "Data and pipelines are up to date." in second.stdout
     shown = _run([str(BIN / "dvc"), "metrics", "show", "--json"], repo, env)
     assert "eval.json" in shown.stdout
+    _registry_after_repro(repo, env)
 
     # a params change re-runs only the stages that read it
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -103,6 +107,26 @@ def test_dvc_repro_runs_everything_then_nothing(repo: Path) -> None:
     assert "Running stage 'export'" in third.stdout
     for stage in ("data", "preprocess", "train", "evaluate"):
         assert f"Running stage '{stage}'" not in third.stdout, stage
+
+
+def _registry_after_repro(repo: Path, env: dict[str, str]) -> None:
+    """What `make run` does after `dvc repro`; lineage reaches the dataset through dvc.lock."""
+    cli = [str(BIN / "cyclegan")]
+    res = subprocess.run(
+        [*cli, "promote", "--version", "1"],
+        cwd=repo,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert res.returncode in (0, 1), res.stderr[-2000:]  # refused is a decision, not a failure
+    assert "cyclegan: version 1 " in res.stdout and "| AtoB.l1_to_gt | lower |" in res.stdout
+    tree = json.loads(_run([*cli, "lineage", "models:/cyclegan/1", "--json"], repo, env).stdout)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["preprocess"]["outs"][0]
+    assert tree["data_hash"] == lock["md5"] and tree["data_hash_source"] == "dvc.lock"
+    assert tree["dataset"]["stage"] == "preprocess" and tree["dataset"]["matches_version"]
+    assert tree["dataset"]["raw_source"] == "synth"
 
 
 def test_dvc_push_pull_local_and_s3_remotes(repo: Path, s3_env: str) -> None:

@@ -15,7 +15,6 @@ signature states it; when they differ (e.g. grey A, RGB B) the signature leaves 
 from __future__ import annotations
 
 import importlib.metadata
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -95,13 +94,19 @@ def _requirements() -> list[str]:
     return out
 
 
-def log_onnx_model(
-    files: dict[str, Path], name: str = "onnx_model", registered_model_name: str | None = None
-) -> Any:
-    """Log ``{"AtoB": path, "BtoA": path}`` as one pyfunc model in the active run.
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 
-    The ``cyclegan`` package travels as ``code_paths`` so the model loads where the project is
-    not installed (the package's own imports still need the pinned requirements).
+
+def log_onnx_model(
+    files: dict[str, Path],
+    name: str = "onnx_model",
+    checkpoint: Path | None = None,
+) -> Any:
+    """Log ``{"AtoB": path, "BtoA": path}`` (+ the PyTorch ``checkpoint``) as one pyfunc model.
+
+    Models-from-code: the model is the file ``mlflow_model.py``, not a pickled object. The
+    ``cyclegan`` package travels as ``code_paths`` so the model loads where the project is not
+    installed (the package's own imports still need the pinned requirements).
     """
     import cyclegan
 
@@ -112,17 +117,17 @@ def log_onnx_model(
     first = gens.get("AtoB") or next(iter(gens.values()))
     symmetric = all(g.channels == g.out_channels == first.channels for g in gens.values())
     in_c, out_c = (first.channels, first.channels) if symmetric else (-1, -1)
+    artifacts = {d: str(p) for d, p in files.items()}
+    if checkpoint is not None:
+        artifacts["checkpoint"] = str(checkpoint)
     # also a serving payload example (AtoB's channel count)
     example = np.full((1, 16, 16, first.channels), 128, dtype=np.uint8)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*CloudPickle.*")  # by-reference: code_paths
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=OnnxTranslator(),
-            artifacts={d: str(p) for d, p in files.items()},
-            signature=signature(in_c, out_c),
-            input_example=example,
-            code_paths=[str(Path(cyclegan.__file__).parent)],
-            pip_requirements=_requirements(),
-            registered_model_name=registered_model_name,
-        )
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(MODEL_CODE),
+        artifacts=artifacts,
+        signature=signature(in_c, out_c),
+        input_example=example,
+        code_paths=[str(Path(cyclegan.__file__).parent)],
+        pip_requirements=_requirements(),
+    )
