@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from cyclegan import tracking
 from cyclegan.config import Config, config_from_dict, flatten
+from cyclegan.tracking_buffer import RunLogger, open_run
 from cyclegan.training import checkpoint as ckpt
 from cyclegan.training import distributed, report
 from cyclegan.training.distributed import DistInfo
@@ -190,9 +191,7 @@ def _save(
     return path
 
 
-def _log_params(cfg: Config, info: DistInfo) -> None:
-    import mlflow
-
+def _log_params(cfg: Config, info: DistInfo, run: RunLogger) -> None:
     params = {k: str(v)[:500] for k, v in flatten(cfg.to_dict()).items()}
     params.update(
         {
@@ -204,8 +203,8 @@ def _log_params(cfg: Config, info: DistInfo) -> None:
             **{f"version.{k}": v for k, v in tracking.library_versions().items()},
         }
     )
-    existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
-    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+    existing = run.client.get_run(run.run_id).data.params
+    run.params({k: v for k, v in params.items() if k not in existing})
 
 
 def _setup_threads(cfg: Config) -> None:
@@ -244,6 +243,8 @@ def train(cfg: Config, evaluator: Evaluator | None = None) -> TrainResult:
 
 def _train(cfg: Config, info: DistInfo, evaluator: Evaluator | None) -> TrainResult:
     _setup_threads(cfg)
+    if info.is_main:
+        tracking.preflight(cfg.tracking)  # a dead server or bad store fails before any work
     out_dir, ckpt_dir = Path(cfg.train.out_dir), Path(cfg.train.out_dir) / "checkpoints"
     if info.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -252,35 +253,38 @@ def _train(cfg: Config, info: DistInfo, evaluator: Evaluator | None) -> TrainRes
     start, metrics = _try_resume(cfg, model, info, ckpt_dir)
     run_id_file = out_dir / tracking.RUN_ID_FILE
     run_id = run_id_file.read_text().strip() if start and run_id_file.is_file() else None
-    tcfg = cfg.tracking if info.is_main else _disabled(cfg)
-    with tracking.mlflow_run(tcfg, run_name=f"train-{cfg.hash()}", run_id=run_id) as run:
+    run = None
+    if info.is_main and cfg.tracking.enabled:
+        run = open_run(cfg.tracking, out_dir, f"train-{cfg.hash()}", run_id)
+        run_id_file.write_text(run.run_id)
+    try:
         if run is not None:
-            run_id_file.write_text(run.info.run_id)
-            _log_params(cfg, info)
-        loop = _Loop(cfg, info, model, out_dir, ckpt_dir, evaluator, metrics)
-        result = loop.run(start)
-        result.mlflow_run_id = run.info.run_id if run is not None else None
+            _log_params(cfg, info, run)
+        result = _Loop(cfg, info, model, out_dir, ckpt_dir, evaluator, metrics, run).run(start)
+    except BaseException:
         if run is not None:
-            _log_final(result)
+            run.finish("FAILED", wait_s=0)
+        raise
+    if run is not None:
+        result.mlflow_run_id = run.run_id
+        _log_final(result, run)
+        note = run.finish("FINISHED", cfg.tracking.flush_wait_s)
+        result.warnings += [note] if note else []
     return result
 
 
-def _disabled(cfg: Config) -> Any:
-    from dataclasses import replace
-
-    return replace(cfg.tracking, enabled=False)
-
-
-def _log_final(result: TrainResult) -> None:
-    import mlflow
-
-    mlflow.log_artifact(str(result.last_checkpoint), "checkpoints")
+def _log_final(result: TrainResult, run: RunLogger) -> None:
+    for name in ("loss_curves.png", "losses.csv"):
+        if (result.out_dir / name).is_file():
+            run.artifact(result.out_dir / name)
+    run.artifact(result.last_checkpoint, "checkpoints")
+    tags = {"last_checkpoint": result.last_checkpoint}
     if result.best_checkpoint is not None:
-        mlflow.log_artifact(str(result.best_checkpoint), "checkpoints")
-        mlflow.set_tag("best_checkpoint", str(result.best_checkpoint))
-    mlflow.set_tag("last_checkpoint", str(result.last_checkpoint))
-    for w in result.warnings:
-        mlflow.set_tag("warning", w[:500])
+        run.artifact(result.best_checkpoint, "checkpoints")
+        tags["best_checkpoint"] = result.best_checkpoint
+    if result.warnings:
+        tags["warning"] = result.warnings[-1]
+    run.tags(tags)
 
 
 class _Loop:
@@ -295,8 +299,10 @@ class _Loop:
         ckpt_dir: Path,
         evaluator: Evaluator | None,
         metrics: dict[str, Any],
+        run: RunLogger | None = None,
     ) -> None:
         self.cfg, self.info, self.model, self.evaluator = cfg, info, model, evaluator
+        self.tracker = run  # rank 0 with tracking enabled only
         self.out_dir, self.ckpt_dir = out_dir, ckpt_dir
         self.metrics = metrics  # best_score / best_step survive resume
         self.monitor = CollapseMonitor(cfg.train.collapse_window)
@@ -319,10 +325,8 @@ class _Loop:
         record = {"step": step, "lr": self.model.lr(), "images_per_s": ips, **losses}
         with open(self.out_dir / "train_log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.cfg.tracking.enabled:
-            import mlflow
-
-            mlflow.log_metrics({k: v for k, v in record.items() if k != "step"}, step=step)
+        if self.tracker is not None:
+            self.tracker.metrics({k: v for k, v in record.items() if k != "step"}, step=step)
 
     def _sample(self, step: int) -> None:
         a, b = self.samples
@@ -335,19 +339,15 @@ class _Loop:
             b,
             self.out_dir / "samples" / f"step_{step:08d}.png",
         )
-        if self.cfg.tracking.enabled:
-            import mlflow
-
-            mlflow.log_artifact(str(path), "samples")
+        if self.tracker is not None:
+            self.tracker.artifact(path, "samples")
 
     def _evaluate(self, step: int) -> bool:
         """Score the current generators; True when this step is the new best."""
         scores = self.evaluator(self.model.g_ab, self.model.g_ba)  # type: ignore[misc]
         self.metrics.setdefault("history", []).append({"step": step, **scores})
-        if self.cfg.tracking.enabled:
-            import mlflow
-
-            mlflow.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step=step)
+        if self.tracker is not None:
+            self.tracker.metrics({f"eval_{k}": v for k, v in scores.items()}, step=step)
         best = self.metrics.get("best_score")
         if best is not None and scores["score"] >= best:
             return False
@@ -367,10 +367,8 @@ class _Loop:
         path = _save(self.cfg, self.model, self.info, self.ckpt_dir, step, self.metrics)
         if is_best and self.info.is_main:
             ckpt.link_as(path, self.ckpt_dir / "best.pt")
-            if self.cfg.tracking.enabled:
-                import mlflow
-
-                mlflow.set_tag("best_step", str(step))
+            if self.tracker is not None:
+                self.tracker.tags({"best_step": step})
         return path
 
     def run(self, start: int) -> TrainResult:
@@ -437,7 +435,7 @@ class _Loop:
         if not best.exists():
             # no evaluator (or its file was rotated away): the last checkpoint is the best known
             ckpt.link_as(best_file if best_file and best_file.exists() else last_path, best)
-        report.write_outputs(self.out_dir, self.cfg.tracking.enabled)
+        report.write_outputs(self.out_dir)
 
     def _result(
         self, start: int, losses: dict[str, float], ips: float, last_path: Path | None
