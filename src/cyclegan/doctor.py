@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -203,20 +202,15 @@ def _delete_probe(client: Any, run_id: str) -> None:
 
 def check_dvc_remote(cfg: Config) -> Section:
     """The default DVC remote: configured, and reachable through DVC's own filesystem layer."""
-    dvc = Path(sys.executable).parent / "dvc"
-    cmd = [str(dvc) if dvc.exists() else "dvc", "remote", "list"]
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    except OSError as e:
-        return Section("dvc_remote", WARN, f"dvc not runnable: {e}", "install the project (make)")
-    if res.returncode != 0:
-        why = tracking.one_line(RuntimeError(res.stderr or res.stdout))
-        return Section("dvc_remote", SKIP, f"not a DVC project: {why}", "run inside the project")
-    remotes = dict(ln.split(maxsplit=1) for ln in res.stdout.splitlines() if ln.strip())
-    try:
+        from dvc.exceptions import NotDvcRepoError
         from dvc.repo import Repo
-
+    except ImportError as e:
+        return Section("dvc_remote", WARN, f"dvc not importable: {e}", "install the project")
+    name, url, remotes = None, "?", {}
+    try:
         with Repo() as repo:
+            remotes = {k: v.get("url", "?") for k, v in repo.config["remote"].items()}
             name = repo.config["core"].get("remote")
             if not name:
                 return Section(
@@ -224,20 +218,28 @@ def check_dvc_remote(cfg: Config) -> Section:
                     WARN,
                     f"no default remote (remotes: {remotes})",
                     "dvc remote default NAME",
+                    facts={"remotes": remotes},
                 )
+            url = remotes.get(name, "?")
             remote = repo.cloud.get_remote(name)
             found = remote.fs.exists(remote.path)
+            root = remote.path.split("/", 1)[0]
+            if not found and remote.fs.protocol == "s3" and not remote.fs.exists(root):
+                raise FileNotFoundError(f"S3 bucket {root!r} does not exist")
+    except NotDvcRepoError:
+        return Section(
+            "dvc_remote", SKIP, f"{Path.cwd()} is not a DVC project", "run inside the project"
+        )
     except Exception as e:  # DVC and s3fs raise many types; all mean "cannot use the remote"
-        url = remotes.get(name, "?") if "name" in locals() else "?"
         return Section(
             "dvc_remote",
             WARN,
-            f"remote unreachable ({url}): {tracking.one_line(e)}",
+            f"remote '{name}' ({url}) unreachable: {tracking.one_line(e)}",
             _remote_fix(url),
             facts={"remotes": remotes},
         )
-    url = remotes.get(name, remote.path)
-    detail = f"default remote '{name}' ({url}) " + ("reachable" if found else "reachable, empty")
+    state = "reachable" if found else "reachable, nothing pushed yet"
+    detail = f"default remote '{name}' ({url}) {state}"
     return Section("dvc_remote", OK, detail, facts={"default": name, "remotes": remotes})
 
 

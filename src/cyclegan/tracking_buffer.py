@@ -173,12 +173,17 @@ def _healthy(uri: str) -> bool:
 
 
 def open_run(
-    cfg: TrackingConfig, run_dir: Path, run_name: str, run_id: str | None = None
+    cfg: TrackingConfig,
+    run_dir: Path,
+    run_name: str,
+    run_id: str | None = None,
+    config: dict[str, Any] | None = None,
 ) -> RunLogger:
     """Create (or reopen) a run on a reachable store; fails now (``TrackingError``) otherwise.
 
-    A first small artefact (the run's config) is written here, so a broken artefact store (wrong
-    S3 credentials on the server, a missing bucket) fails the step before any long work.
+    A first small artefact (``config.json``, the run's config) is written here, so a broken
+    artefact store (wrong S3 credentials on the server, a missing bucket) fails the step before
+    any long work.
     """
     import mlflow
     from mlflow.tracking.context.registry import resolve_tags
@@ -195,6 +200,15 @@ def open_run(
     except Exception as e:  # MLflow raises many types; all mean "cannot use this store"
         raise tracking.TrackingError(
             f"cannot start a run on MLflow store {cfg.uri}: {tracking.one_line(e)}"
+        ) from e
+    try:
+        client.log_text(run_id, json.dumps(config or {}, indent=2, sort_keys=True), "config.json")
+    except Exception as e:  # the artefact store behind the server is broken
+        client.set_terminated(run_id, "FAILED")
+        raise tracking.TrackingError(
+            f"MLflow store {cfg.uri} cannot store artefacts: {tracking.one_line(e)}. Check the "
+            "artefact store (for `mlflow server --serve-artifacts`: its --artifacts-destination, "
+            "S3 credentials and MLFLOW_S3_ENDPOINT_URL); `cyclegan doctor` checks it."
         ) from e
     return RunLogger(cfg.uri, run_id, run_dir, retry_s=cfg.retry_s)
 

@@ -255,7 +255,7 @@ def _train(cfg: Config, info: DistInfo, evaluator: Evaluator | None) -> TrainRes
     run_id = run_id_file.read_text().strip() if start and run_id_file.is_file() else None
     run = None
     if info.is_main and cfg.tracking.enabled:
-        run = open_run(cfg.tracking, out_dir, f"train-{cfg.hash()}", run_id)
+        run = open_run(cfg.tracking, out_dir, f"train-{cfg.hash()}", run_id, cfg.to_dict())
         run_id_file.write_text(run.run_id)
     try:
         if run is not None:

@@ -1,0 +1,122 @@
+"""`cyclegan doctor`: a reachable local setup passes; a dead server, a foreign web page, a bad
+sqlite folder and bad S3 settings are each named with how to fix them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cyclegan import tracking
+from cyclegan.cli import main
+from cyclegan.config import config_from_dict
+from cyclegan.doctor import doctor
+from tests.conftest import _free_port
+
+SECTIONS = {"tracking", "artifacts", "dvc_remote", "s3", "weights", "device", "precision"}
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git + DVC project with a local default remote, as `make run` sets up."""
+    from dvc.repo import Repo
+
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    with Repo.init(str(repo)) as dvc_repo, dvc_repo.config.edit() as conf:
+        conf["remote"]["local"] = {"url": "../dvc-storage"}
+        conf["core"]["remote"] = "local"
+    (tmp_path / "dvc-storage").mkdir()
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights cached
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    return repo
+
+
+def _params(path: Path, **sections: dict) -> list[str]:
+    import yaml
+
+    raw = {"tracking": {"uri": "sqlite:///mlflow.db", "timeout_s": 2.0}, **sections}
+    path.write_text(yaml.safe_dump(raw))
+    return ["--params", str(path)]
+
+
+def test_doctor_reports_reachable_local_setup(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = config_from_dict({"tracking": {"uri": "sqlite:///mlflow.db"}})
+    tracking.setup(cfg.tracking)  # an existing store: the probe really writes and reads
+    assert main(["doctor", "--json", *_params(project / "p.yaml")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == SECTIONS
+    assert report["tracking"]["status"] == "ok" and report["tracking"]["required"]
+    assert report["artifacts"]["status"] == "ok"
+    assert "wrote and read back a probe object" in report["artifacts"]["detail"]
+    assert report["dvc_remote"]["status"] == "ok"
+    assert report["dvc_remote"]["facts"]["default"] == "local"
+    assert report["s3"]["status"] == "skipped"
+    # weights missing but not required: a warning that says how to supply them, exit 0
+    assert report["weights"]["status"] == "warning" and not report["weights"]["required"]
+    assert "evaluate.inception_weights" in report["weights"]["fix"]
+    assert report["device"]["facts"]["device"] == "cpu" and report["device"]["facts"]["cpu"]
+    assert report["precision"]["facts"] == {"amp": "auto", "resolved": "fp32", "device": "cpu"}
+    # the probe left nothing behind: its run is deleted and no probe object remains
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient("sqlite:///mlflow.db")
+    exp = client.get_experiment_by_name("cyclegan")
+    assert client.search_runs([exp.experiment_id]) == []
+    assert not list((project / "mlartifacts").rglob("probe.txt"))
+
+    # the same params requiring the weights: now it is an error and the exit code says so
+    args = _params(project / "p.yaml", evaluate={"require_weights": True})
+    assert main(["doctor", *args]) == 1
+    out = capsys.readouterr().out
+    assert "missing for these params: weights" in out
+
+
+def test_doctor_names_dead_tracking_port(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    args = _params(project / "p.yaml", tracking={"uri": uri, "timeout_s": 2.0})
+    assert main(["doctor", "--json", *args]) == 1
+    report = json.loads(capsys.readouterr().out)
+    row = report["tracking"]
+    assert row["status"] == "error" and row["required"]
+    assert row["detail"] == (
+        f"MLflow tracking server {uri} is unreachable (ConnectionError). Start it, fix "
+        "tracking.uri, or set tracking.enabled=false to train without tracking."
+    )
+    assert row["fix"].startswith("start the server (mlflow server --host 0.0.0.0")
+    assert report["artifacts"]["status"] == "error"
+    assert main(["doctor", *args]) == 1
+    assert "missing for these params: tracking, artifacts" in capsys.readouterr().out
+    args = _params(project / "p.yaml", tracking={"uri": uri, "enabled": False})
+    assert main(["doctor", *args]) == 0  # not required when tracking is off
+
+
+def test_sqlite_store_in_missing_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    uri = "sqlite:////nonexistent-cyclegan/dir/mlflow.db"
+    expected = (
+        f"tracking.uri {uri}: folder /nonexistent-cyclegan/dir does not exist. Create it, or "
+        "point tracking.uri at a file in an existing folder (e.g. sqlite:///mlflow.db)."
+    )
+    cfg = config_from_dict({"tracking": {"uri": uri}})
+    with pytest.raises(tracking.TrackingError) as err:
+        tracking.setup(cfg.tracking)
+    assert str(err.value) == expected
+    assert main(["train", "--set", f"tracking.uri={uri}"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {expected}"
+    report = doctor(cfg)
+    assert report.section("tracking").detail == expected and not report.ok
+    assert not Path("/nonexistent-cyclegan").exists()
+    # under the current directory the folder is created (the project's own layout)
+    tracking.check_sqlite_parent("sqlite:///stores/a/m.db")
+    assert (tmp_path / "stores" / "a").is_dir()
