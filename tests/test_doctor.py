@@ -13,7 +13,7 @@ from cyclegan import tracking
 from cyclegan.cli import main
 from cyclegan.config import config_from_dict
 from cyclegan.doctor import doctor
-from tests.conftest import _free_port
+from tests.servers import free_port
 
 SECTIONS = {"tracking", "artifacts", "dvc_remote", "s3", "weights", "device", "precision"}
 
@@ -80,7 +80,7 @@ def test_doctor_reports_reachable_local_setup(
 
 
 def test_doctor_names_dead_tracking_port(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     args = _params(project / "p.yaml", tracking={"uri": uri, "timeout_s": 2.0})
     assert main(["doctor", "--json", *args]) == 1
