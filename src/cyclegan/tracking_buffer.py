@@ -11,6 +11,7 @@ order and removed. ``finish`` ends the run (FINISHED) after a last flush, waitin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -204,7 +205,8 @@ def open_run(
     try:
         client.log_text(run_id, json.dumps(config or {}, indent=2, sort_keys=True), "config.json")
     except Exception as e:  # the artefact store behind the server is broken
-        client.set_terminated(run_id, "FAILED")
+        with contextlib.suppress(Exception):  # best effort: the error below is what matters
+            client.set_terminated(run_id, "FAILED")
         raise tracking.TrackingError(
             f"MLflow store {cfg.uri} cannot store artefacts: {tracking.one_line(e)}. Check the "
             "artefact store (for `mlflow server --serve-artifacts`: its --artifacts-destination, "
