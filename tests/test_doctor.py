@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,48 @@ def test_sqlite_store_in_missing_folder_is_refused(
     # under the current directory the folder is created (the project's own layout)
     tracking.check_sqlite_parent("sqlite:///stores/a/m.db")
     assert (tmp_path / "stores" / "a").is_dir()
+
+
+PAGE = b"<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body>" + b"x" * 900
+
+
+class _HtmlHandler(BaseHTTPRequestHandler):
+    """A web server that is not MLflow: the same HTML page for every path."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(PAGE)))
+        self.end_headers()
+        self.wfile.write(PAGE)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_tracking_uri_answering_html_gives_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HtmlHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.chdir(tmp_path)
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        expected = (
+            f"{uri} is not an MLflow tracking server: GET /health answered HTTP 200 with an HTML "
+            f"page titled 'Welcome to nginx!' ({len(PAGE)} bytes). Set tracking.uri to the "
+            "server's base address (e.g. http://host:5000)."
+        )
+        cfg = config_from_dict({"tracking": {"uri": uri}})
+        with pytest.raises(tracking.TrackingError) as err:
+            tracking.preflight(cfg.tracking)
+        assert str(err.value) == expected
+        assert main(["train", "--set", f"tracking.uri={uri}"]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {expected}"
+        assert doctor(cfg).section("tracking").detail == expected
+        assert not (tmp_path / "runs").exists()  # refused before any work
+    finally:
+        server.shutdown()
+        server.server_close()
