@@ -190,6 +190,8 @@ def open_run(
     from mlflow.tracking.context.registry import resolve_tags
 
     tracking.setup(cfg)
+    if (Path(run_dir) / BUFFER_FILE).is_file():
+        sync(run_dir)  # an earlier run's kept records go first, into that run
     client = mlflow.tracking.MlflowClient(cfg.uri)
     try:
         if run_id is not None:
