@@ -101,6 +101,18 @@ def test_doctor_names_dead_tracking_port(project: Path, capsys: pytest.CaptureFi
     assert main(["doctor", *args]) == 0  # not required when tracking is off
 
 
+def _refused_everywhere(uri: str, expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same one line from the store set-up, from `cyclegan train` (exit 2) and doctor."""
+    cfg = config_from_dict({"tracking": {"uri": uri}})
+    with pytest.raises(tracking.TrackingError) as err:
+        tracking.setup(cfg.tracking)
+    assert str(err.value) == expected
+    assert main(["train", "--set", f"tracking.uri={uri}"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {expected}"
+    report = doctor(cfg)
+    assert report.section("tracking").detail == expected and not report.ok
+
+
 def test_sqlite_store_in_missing_folder_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -110,14 +122,7 @@ def test_sqlite_store_in_missing_folder_is_refused(
         f"tracking.uri {uri}: folder /nonexistent-cyclegan/dir does not exist. Create it, or "
         "point tracking.uri at a file in an existing folder (e.g. sqlite:///mlflow.db)."
     )
-    cfg = config_from_dict({"tracking": {"uri": uri}})
-    with pytest.raises(tracking.TrackingError) as err:
-        tracking.setup(cfg.tracking)
-    assert str(err.value) == expected
-    assert main(["train", "--set", f"tracking.uri={uri}"]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {expected}"
-    report = doctor(cfg)
-    assert report.section("tracking").detail == expected and not report.ok
+    _refused_everywhere(uri, expected, capsys)
     assert not Path("/nonexistent-cyclegan").exists()
     # under the current directory the folder is created (the project's own layout)
     tracking.check_sqlite_parent("sqlite:///stores/a/m.db")
@@ -156,13 +161,7 @@ def test_tracking_uri_answering_html_gives_one_line(
             f"page titled 'Welcome to nginx!' ({len(PAGE)} bytes). Set tracking.uri to the "
             "server's base address (e.g. http://host:5000)."
         )
-        cfg = config_from_dict({"tracking": {"uri": uri}})
-        with pytest.raises(tracking.TrackingError) as err:
-            tracking.preflight(cfg.tracking)
-        assert str(err.value) == expected
-        assert main(["train", "--set", f"tracking.uri={uri}"]) == 2
-        assert capsys.readouterr().err.strip() == f"error: {expected}"
-        assert doctor(cfg).section("tracking").detail == expected
+        _refused_everywhere(uri, expected, capsys)
         assert not (tmp_path / "runs").exists()  # refused before any work
     finally:
         server.shutdown()

@@ -16,8 +16,9 @@ from tests.servers import free_port
 from tests.train_utils import make_synth, tiny_params, write_params
 
 
-def _error(capsys: pytest.CaptureFixture[str]) -> str:
-    """The CLI's error line (the S3 server's own request log may share stderr)."""
+def _import_error(uri: str, out: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """`data import URI OUT` exits 2; its error line (the S3 server's log may share stderr)."""
+    assert main(["data", "import", uri, str(out)]) == 2
     return [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")][-1]
 
 
@@ -28,8 +29,7 @@ def test_import_errors_name_the_cause(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out"
-    assert main(["data", "import", "s3://no-such-bucket/ds", str(out)]) == 2
-    assert _error(capsys) == (
+    assert _import_error("s3://no-such-bucket/ds", out, capsys) == (
         "error: cannot fetch dataset 's3://no-such-bucket/ds': cannot read s3://no-such-bucket/ds:"
         f" S3 bucket 'no-such-bucket' does not exist at endpoint {s3_env}; create it or fix the "
         "URI"
@@ -37,16 +37,15 @@ def test_import_errors_name_the_cause(
     from moto.core.authorization import enable_iam_authentication
 
     with enable_iam_authentication():
-        assert main(["data", "import", "s3://cyclegan-test/ds", str(out)]) == 2
-    assert _error(capsys) == (
+        err = _import_error("s3://cyclegan-test/ds", out, capsys)
+    assert err == (
         "error: cannot fetch dataset 's3://cyclegan-test/ds': cannot read s3://cyclegan-test/ds: "
         f"S3 endpoint {s3_env} rejected the credentials (InvalidAccessKeyId); check "
         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
     )
     dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
-    assert main(["data", "import", "s3://cyclegan-test/ds", str(out)]) == 2
-    assert _error(capsys) == (
+    assert _import_error("s3://cyclegan-test/ds", out, capsys) == (
         "error: cannot fetch dataset 's3://cyclegan-test/ds': cannot read s3://cyclegan-test/ds: "
         f"S3 endpoint {dead} is unreachable (EndpointConnectionError); check AWS_ENDPOINT_URL"
     )
@@ -105,7 +104,7 @@ def test_train_fails_at_start_when_the_servers_artifact_store_refuses(
     monkeypatch.chdir(tmp_path)
     with enable_iam_authentication():  # the server's S3 keys are refused from now on
         assert main(["train", "--params", str(params)]) == 2
-        err = _error(capsys)
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")][-1]
         assert main(["doctor", "--json", "--params", str(params)]) == 1
         row = json.loads(capsys.readouterr().out)["artifacts"]
     assert err.startswith(f"error: MLflow store {mlflow_server.uri} cannot store artefacts: ")
