@@ -117,4 +117,10 @@ def test_train_fails_at_start_when_the_servers_artifact_store_refuses(
     assert not list((tmp_path / "run").glob("checkpoints/*.pt"))  # nothing trained
     assert row["status"] == "error" and row["detail"].startswith("probe write/read failed: ")
     assert main(["doctor", "--json", "--params", str(params)]) == 0  # the store is healthy again
-    assert json.loads(capsys.readouterr().out)["artifacts"]["status"] == "ok"
+    report = json.loads(capsys.readouterr().out)
+    assert report["artifacts"]["status"] == "ok"
+    assert report["artifacts"]["facts"]["location"].startswith("mlflow-artifacts:")
+    import mlflow
+
+    assert report["tracking"]["status"] == "ok"
+    assert report["tracking"]["facts"]["server_version"] == mlflow.__version__
