@@ -50,8 +50,13 @@ def _params(path: Path, **sections: dict) -> list[str]:
 def test_doctor_reports_reachable_local_setup(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from cyclegan.evaluation.weights import INCEPTION_FILENAME, hub_cache_path
+
     cfg = config_from_dict({"tracking": {"uri": "sqlite:///mlflow.db"}})
     tracking.setup(cfg.tracking)  # an existing store: the probe really writes and reads
+    cached = hub_cache_path(INCEPTION_FILENAME)  # under the test's TORCH_HOME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not the official file")
     assert main(["doctor", "--json", *_params(project / "p.yaml")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report) == SECTIONS
@@ -63,7 +68,10 @@ def test_doctor_reports_reachable_local_setup(
     assert report["s3"]["status"] == "skipped"
     # weights missing but not required: a warning that says how to supply them, exit 0
     assert report["weights"]["status"] == "warning" and not report["weights"]["required"]
-    assert "evaluate.inception_weights" in report["weights"]["fix"]
+    assert report["weights"]["detail"].startswith("missing: alexnet-owt-7be5be79.pth (FID/KID")
+    assert "evaluate.lpips_backbone_weights" in report["weights"]["fix"]
+    found = report["weights"]["facts"][INCEPTION_FILENAME]
+    assert found == f"hub-cache {cached}, not the official file"
     assert report["device"]["facts"]["device"] == "cpu" and report["device"]["facts"]["cpu"]
     assert report["precision"]["facts"] == {"amp": "auto", "resolved": "fp32", "device": "cpu"}
     # the probe left nothing behind: its run is deleted and no probe object remains

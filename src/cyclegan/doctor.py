@@ -309,10 +309,9 @@ def check_weights(cfg: Config) -> Section:
             where = _locate_weights(w, spec, explicit)
             found.append(f"{spec.filename} ({where})")
             facts[spec.filename] = where
-        except (w.WeightsError, OSError) as err:
+        except (w.WeightsError, OSError):
             missing.append(spec)
             facts[spec.filename] = None
-            del err
     if not missing:
         return Section("weights", OK, "; ".join(found), required=e.require_weights, facts=facts)
     names = ", ".join(s.filename for s in missing)
