@@ -199,6 +199,25 @@ def _import_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tracking_sync(args: argparse.Namespace) -> int:
+    from cyclegan.tracking_buffer import sync
+
+    print(sync(Path(args.run_dir), uri=args.uri).summary())
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Exit 1 when something the current params require is missing or unreachable."""
+    from cyclegan.doctor import doctor
+
+    report = doctor(_config(args))
+    if args.json:
+        print(report.to_json())
+    else:
+        report.print_table()
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cyclegan", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -324,6 +343,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = runtime default)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=_translate)
+
+    p = sub.add_parser("tracking", help="MLflow tracking utilities")
+    tsub = p.add_subparsers(dest="tracking_command", required=True)
+    p = tsub.add_parser("sync", help="upload a run's records buffered while the server was away")
+    p.add_argument("run_dir", help="the training run folder (train.out_dir)")
+    p.add_argument("--uri", default=None, help="tracking URI (default: the one the run used)")
+    p.set_defaults(func=_tracking_sync)
+
+    p = sub.add_parser("doctor", help="check servers, stores, credentials, weights and device")
+    p.add_argument("--json", action="store_true", help="one JSON object, a key per section")
+    _add_params(p)
+    p.set_defaults(func=_doctor)
     return parser
 
 

@@ -275,6 +275,14 @@ class TrackingConfig:
     experiment: str = "cyclegan"
     registered_model: str = "cyclegan"
     timeout_s: float = 10.0  # fail fast when the tracking server is unreachable
+    retry_s: float = 5.0  # server lost mid-run: probe it this often, buffer records meanwhile
+    flush_wait_s: float = 60.0  # at the end, wait this long for a lost server before keeping
+    # the buffered records locally (upload later with `cyclegan tracking sync RUN_DIR`)
+
+    def __post_init__(self) -> None:
+        _in_range(self.timeout_s, "tracking.timeout_s", 0, lo_open=True)
+        _in_range(self.retry_s, "tracking.retry_s", 0, lo_open=True)
+        _in_range(self.flush_wait_s, "tracking.flush_wait_s", 0)
 
 
 @dataclass(frozen=True)

@@ -507,7 +507,7 @@ def _evaluate(cfg: Config, model: str | Path | None, data: str | Path | None) ->
     from cyclegan import tracking
 
     if cfg.tracking.enabled:
-        tracking.check_reachable(cfg.tracking.uri, cfg.tracking.timeout_s)
+        tracking.preflight(cfg.tracking)
     model_path = Path(model) if model else default_model(cfg)
     if not model_path.exists():
         raise EvalError(f"--model {model_path}: not found (a .pt checkpoint or an ONNX folder)")

@@ -606,7 +606,7 @@ def export(
 
     start = time.perf_counter()
     if cfg.tracking.enabled:
-        tracking.check_reachable(cfg.tracking.uri, cfg.tracking.timeout_s)  # fail before work
+        tracking.preflight(cfg.tracking)  # fail before work
     ckpt = Path(checkpoint) if checkpoint else default_checkpoint(cfg)
     train_cfg, g_ab, g_ba = load_generators(ckpt, device="cpu")
     step = int(load_checkpoint(ckpt)["step"])

@@ -179,21 +179,94 @@ def s3_client() -> Any:
     import boto3
     from botocore.config import Config as BotoConfig
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     return boto3.client(
         "s3",
-        endpoint_url=endpoint or None,
+        endpoint_url=s3_endpoint(),
         config=BotoConfig(retries={"max_attempts": 3}, connect_timeout=5, read_timeout=60),
     )
 
 
-def _s3_error(uri: str, err: Exception) -> StorageError:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    where = f"endpoint {endpoint}" if endpoint else "AWS default endpoint"
-    return StorageError(
-        f"cannot read {uri} ({where}): {err}. Check the bucket/key, credentials "
-        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and AWS_ENDPOINT_URL for MinIO."
+def s3_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def s3_settings() -> dict[str, str | None]:
+    """Where S3 settings come from (the standard environment / profile), never the secrets."""
+    import boto3
+
+    creds = boto3.Session().get_credentials()
+    return {
+        "endpoint": s3_endpoint(),
+        "mlflow_s3_endpoint": os.environ.get("MLFLOW_S3_ENDPOINT_URL"),
+        "profile": os.environ.get("AWS_PROFILE"),
+        "credentials": creds.method if creds is not None else None,
+    }
+
+
+_BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"}
+
+
+def _why(err: Exception, bucket: str, key: str = "") -> str:
+    """One sentence for the usual S3 failures: endpoint, credentials, bucket, key."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    where = f"endpoint {s3_endpoint()}" if s3_endpoint() else "AWS default endpoint"
+    if isinstance(err, EndpointConnectionError) or "Connect" in type(err).__name__:
+        return f"S3 {where} is unreachable ({type(err).__name__}); check AWS_ENDPOINT_URL"
+    if isinstance(err, NoCredentialsError):
+        return (
+            f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+            "AWS_PROFILE"
+        )
+    if isinstance(err, ClientError):
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        if code in _BAD_CREDENTIALS:
+            return (
+                f"S3 {where} rejected the credentials ({code}); check AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
+            )
+        if code in ("NoSuchBucket", "404") and not key:
+            return f"S3 bucket {bucket!r} does not exist at {where}; create it or fix the URI"
+        if code in ("NoSuchKey", "404"):
+            return f"no object s3://{bucket}/{key} at {where}"
+        if code == "NoSuchBucket":
+            return f"S3 bucket {bucket!r} does not exist at {where}; create it or fix the URI"
+    return (
+        f"{err}. Check the bucket/key, credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) "
+        "and AWS_ENDPOINT_URL for MinIO."
     )
+
+
+def _s3_error(uri: str, err: Exception) -> StorageError:
+    bucket, key = parse_s3_uri(uri)
+    return StorageError(f"cannot read {uri}: {_why(err, bucket, key)}")
+
+
+def check_s3_access(uri: str, key_must_exist: bool = False) -> None:
+    """Fail now, with the reason, when ``uri``'s bucket (or object) cannot be reached."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = parse_s3_uri(uri)
+    client = s3_client()
+    try:
+        client.head_bucket(Bucket=bucket)
+    except (BotoCoreError, ClientError) as e:
+        raise StorageError(f"cannot use {uri}: {_why(e, bucket)}") from e
+    if key_must_exist:
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+        except (BotoCoreError, ClientError) as e:
+            raise StorageError(f"cannot use {uri}: {_why(e, bucket, key)}") from e
+
+
+def check_s3_endpoint() -> None:
+    """The endpoint answers and accepts the credentials (no bucket in mind)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        s3_client().list_buckets()
+    except (BotoCoreError, ClientError) as e:
+        raise StorageError(_why(e, "")) from e
 
 
 def download_s3_file(uri: str, dest: str | Path) -> Path:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,19 +27,21 @@ class TrackingError(RuntimeError):
 RUN_ID_FILE = "mlflow_run_id.txt"
 
 
-def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
-    """Raise ``TrackingError`` now if an http(s) tracking server does not answer.
+def check_reachable(uri: str, timeout_s: float = 10.0) -> str:
+    """Raise ``TrackingError`` now if an http(s) tracking server does not answer as MLflow.
 
-    MLflow itself retries for minutes; a run that finds out after training is worthless.
+    MLflow itself retries for minutes; a run that finds out after training is worthless. A URI
+    that answers with some other web page (a proxy, the UI's ``/#/`` address) gets one line, not
+    the page's HTML. Returns the server's MLflow version (``""`` for a local store).
     """
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
-        return
+        return ""
     import requests
 
-    url = uri.rstrip("/") + "/health"
+    base = uri.rstrip("/")
     try:
-        r = requests.get(url, timeout=timeout_s)
+        r = requests.get(base + "/health", timeout=timeout_s)
     except requests.RequestException as e:
         raise TrackingError(
             f"MLflow tracking server {uri} is unreachable ({type(e).__name__}). Start it, fix "
@@ -48,15 +51,69 @@ def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
         raise TrackingError(
             f"MLflow tracking server {uri} answered HTTP {r.status_code} on /health"
         )
+    if r.status_code != 200 or r.text.strip() != "OK":
+        raise TrackingError(
+            f"{uri} is not an MLflow tracking server: GET /health answered HTTP "
+            f"{r.status_code} with {_describe_body(r)}. Set tracking.uri to the server's base "
+            "address (e.g. http://host:5000)."
+        )
+    try:
+        return requests.get(base + "/version", timeout=timeout_s).text.strip()[:40]
+    except requests.RequestException:
+        return "unknown"
+
+
+def _describe_body(r: Any) -> str:
+    """A few words about a response body, never the body itself."""
+    ctype = r.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    m = re.search(r"<title[^>]*>(.*?)</title>", r.text[:20000], re.I | re.S)
+    title = f" titled {' '.join(m.group(1).split())[:60]!r}" if m else ""
+    kind = "an HTML page" if "html" in ctype else f"a {ctype} body"
+    return f"{kind}{title} ({len(r.content)} bytes)"
+
+
+def one_line(err: Exception, limit: int = 300) -> str:
+    """The first line of an error, shortened: MLflow puts whole HTTP bodies in messages."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` store, else ``None``."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :]).expanduser().resolve()
+
+
+def check_sqlite_parent(uri: str) -> None:
+    """A sqlite store's folder must exist; it is created only inside the current directory.
+
+    ``sqlite:////nonexistent/dir/mlflow.db`` must not create folders at the filesystem root.
+    """
+    db = sqlite_path(uri)
+    if db is None or db.parent.is_dir():
+        return
+    if db.parent.is_relative_to(Path.cwd().resolve()):
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return
+    raise TrackingError(
+        f"tracking.uri {uri}: folder {db.parent} does not exist. Create it, or point "
+        "tracking.uri at a file in an existing folder (e.g. sqlite:///mlflow.db)."
+    )
 
 
 def _artifact_location(uri: str) -> str | None:
     """For a sqlite store, artefacts go beside the database (not into ./mlruns of the cwd)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    db = Path(uri[len("sqlite:///") :]).expanduser().resolve()
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return (db.parent / "mlartifacts").as_uri()
+    db = sqlite_path(uri)
+    return None if db is None else (db.parent / "mlartifacts").as_uri()
+
+
+def preflight(cfg: TrackingConfig) -> str:
+    """Every check that needs no MLflow import: run by steps before any long work."""
+    if not cfg.enabled:
+        return ""
+    check_sqlite_parent(cfg.uri)
+    return check_reachable(cfg.uri, cfg.timeout_s)
 
 
 def setup(cfg: TrackingConfig) -> None:
@@ -64,6 +121,7 @@ def setup(cfg: TrackingConfig) -> None:
     import mlflow
 
     check_reachable(cfg.uri, cfg.timeout_s)
+    check_sqlite_parent(cfg.uri)
     artifacts = _artifact_location(cfg.uri)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(cfg.timeout_s)))
@@ -73,7 +131,7 @@ def setup(cfg: TrackingConfig) -> None:
             mlflow.create_experiment(cfg.experiment, artifact_location=artifacts)
         mlflow.set_experiment(cfg.experiment)
     except Exception as e:  # MLflow raises many types; all mean "cannot use this store"
-        raise TrackingError(f"cannot use MLflow store {cfg.uri}: {e}") from e
+        raise TrackingError(f"cannot use MLflow store {cfg.uri}: {one_line(e)}") from e
 
 
 @contextlib.contextmanager

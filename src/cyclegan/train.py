@@ -23,6 +23,7 @@ import torch
 from cyclegan import tracking
 from cyclegan.config import Config, config_from_dict, flatten
 from cyclegan.data.trainset import TrainData, check_train_data
+from cyclegan.tracking_buffer import RunLogger, open_run
 from cyclegan.training import checkpoint as ckpt
 from cyclegan.training import distributed, precision, report
 from cyclegan.training.distributed import DistInfo
@@ -196,9 +197,7 @@ def _save(
     return path
 
 
-def _log_params(cfg: Config, info: DistInfo, model: CycleGAN) -> None:
-    import mlflow
-
+def _log_params(cfg: Config, info: DistInfo, model: CycleGAN, run: RunLogger) -> None:
     params = {k: str(v)[:500] for k, v in flatten(cfg.to_dict()).items()}
     params.update(
         {
@@ -214,8 +213,8 @@ def _log_params(cfg: Config, info: DistInfo, model: CycleGAN) -> None:
     )
     if model.precision is not None:  # what `auto` measured on this machine
         params.update(precision.mlflow_params(model.precision))
-    existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
-    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
+    existing = run.client.get_run(run.run_id).data.params
+    run.params({k: v for k, v in params.items() if k not in existing})
 
 
 def _setup_threads(cfg: Config) -> None:
@@ -299,6 +298,8 @@ def _train(
     cfg: Config, info: DistInfo, evaluator: Evaluator | None, data: TrainData
 ) -> TrainResult:
     _setup_threads(cfg)
+    if info.is_main:
+        tracking.preflight(cfg.tracking)  # a dead server or bad store fails before any work
     out_dir, ckpt_dir = Path(cfg.train.out_dir), Path(cfg.train.out_dir) / "checkpoints"
     if info.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -331,35 +332,39 @@ def _train(
         )
     run_id_file = out_dir / tracking.RUN_ID_FILE
     run_id = run_id_file.read_text().strip() if start and run_id_file.is_file() else None
-    tcfg = cfg.tracking if info.is_main else _disabled(cfg)
-    with tracking.mlflow_run(tcfg, run_name=f"train-{cfg.hash()}", run_id=run_id) as run:
+    run = None
+    if info.is_main and cfg.tracking.enabled:
+        run = open_run(cfg.tracking, out_dir, f"train-{cfg.hash()}", run_id, cfg.to_dict())
+        run_id_file.write_text(run.run_id)
+    try:
         if run is not None:
-            run_id_file.write_text(run.info.run_id)
-            _log_params(cfg, info, model)
-        loop = _Loop(cfg, info, model, out_dir, ckpt_dir, evaluator, metrics, data)
+            _log_params(cfg, info, model, run)
+        loop = _Loop(cfg, info, model, out_dir, ckpt_dir, evaluator, metrics, data, run)
         result = loop.run(start, resumed)
-        result.mlflow_run_id = run.info.run_id if run is not None else None
+    except BaseException:
         if run is not None:
-            _log_final(result)
+            run.finish("FAILED", wait_s=0)
+        raise
+    if run is not None:
+        result.mlflow_run_id = run.run_id
+        _log_final(result, run)
+        note = run.finish("FINISHED", cfg.tracking.flush_wait_s)
+        result.warnings += [note] if note else []
     return result
 
 
-def _disabled(cfg: Config) -> Any:
-    from dataclasses import replace
-
-    return replace(cfg.tracking, enabled=False)
-
-
-def _log_final(result: TrainResult) -> None:
-    import mlflow
-
-    mlflow.log_artifact(str(result.last_checkpoint), "checkpoints")
+def _log_final(result: TrainResult, run: RunLogger) -> None:
+    for name in ("loss_curves.png", "losses.csv"):
+        if (result.out_dir / name).is_file():
+            run.artifact(result.out_dir / name)
+    run.artifact(result.last_checkpoint, "checkpoints")
+    tags = {"last_checkpoint": result.last_checkpoint}
     if result.best_checkpoint is not None:
-        mlflow.log_artifact(str(result.best_checkpoint), "checkpoints")
-        mlflow.set_tag("best_checkpoint", str(result.best_checkpoint))
-    mlflow.set_tag("last_checkpoint", str(result.last_checkpoint))
-    for w in result.warnings:
-        mlflow.set_tag("warning", w[:500])
+        run.artifact(result.best_checkpoint, "checkpoints")
+        tags["best_checkpoint"] = result.best_checkpoint
+    if result.warnings:
+        tags["warning"] = result.warnings[-1]
+    run.tags(tags)
 
 
 class _Loop:
@@ -375,8 +380,10 @@ class _Loop:
         evaluator: Evaluator | None,
         metrics: dict[str, Any],
         data: TrainData,
+        run: RunLogger | None = None,
     ) -> None:
         self.cfg, self.info, self.model, self.evaluator = cfg, info, model, evaluator
+        self.tracker = run  # rank 0 with tracking enabled only
         self.data = data
         self.out_dir, self.ckpt_dir = out_dir, ckpt_dir
         self.metrics = metrics  # best_score / best_step survive resume
@@ -400,10 +407,8 @@ class _Loop:
         record = {"step": step, "lr": self.model.lr(), "images_per_s": ips, **losses}
         with open(self.out_dir / "train_log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        if self.cfg.tracking.enabled:
-            import mlflow
-
-            mlflow.log_metrics({k: v for k, v in record.items() if k != "step"}, step=step)
+        if self.tracker is not None:
+            self.tracker.metrics({k: v for k, v in record.items() if k != "step"}, step=step)
 
     def _sample(self, step: int) -> None:
         a, b = self.samples
@@ -416,19 +421,15 @@ class _Loop:
             b,
             self.out_dir / "samples" / f"step_{step:08d}.png",
         )
-        if self.cfg.tracking.enabled:
-            import mlflow
-
-            mlflow.log_artifact(str(path), "samples")
+        if self.tracker is not None:
+            self.tracker.artifact(path, "samples")
 
     def _evaluate(self, step: int) -> bool:
         """Score the current generators; True when this step is the new best."""
         scores = self.evaluator(self.model.g_ab, self.model.g_ba)  # type: ignore[misc]
         self.metrics.setdefault("history", []).append({"step": step, **scores})
-        if self.cfg.tracking.enabled:
-            import mlflow
-
-            mlflow.log_metrics({f"eval_{k}": v for k, v in scores.items()}, step=step)
+        if self.tracker is not None:
+            self.tracker.metrics({f"eval_{k}": v for k, v in scores.items()}, step=step)
         best = self.metrics.get("best_score")
         if best is not None and scores["score"] >= best:
             return False
@@ -448,10 +449,8 @@ class _Loop:
         path = _save(self.cfg, self.model, self.info, self.ckpt_dir, step, self.metrics)
         if is_best and self.info.is_main:
             ckpt.link_as(path, self.ckpt_dir / "best.pt")
-            if self.cfg.tracking.enabled:
-                import mlflow
-
-                mlflow.set_tag("best_step", str(step))
+            if self.tracker is not None:
+                self.tracker.tags({"best_step": step})
         return path
 
     def run(self, start: int, resumed: Path | None) -> TrainResult:
@@ -514,7 +513,7 @@ class _Loop:
         if last_path is None:
             return
         _link_final(self.ckpt_dir, last_path, self.metrics)
-        report.write_outputs(self.out_dir, self.cfg.tracking.enabled)
+        report.write_outputs(self.out_dir)
 
     def _result(
         self, start: int, losses: dict[str, float], ips: float, last_path: Path | None
