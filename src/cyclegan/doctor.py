@@ -55,7 +55,12 @@ class DoctorReport:
         return next(s for s in self.sections if s.name == name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {s.name: {k: v for k, v in asdict(s).items() if k != "name"} for s in self.sections}
+        """One object per section; its facts also at the top (``{"precision": {"auto": ...}}``)."""
+        out = {}
+        for s in self.sections:
+            d = {k: v for k, v in asdict(s).items() if k != "name"}
+            out[s.name] = {**{k: v for k, v in s.facts.items() if k not in d}, **d}
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
@@ -376,20 +381,24 @@ def cpu_model() -> str:
 
 
 def check_precision(cfg: Config) -> Section:
-    """What ``train.amp`` resolves to on this device (``auto`` included)."""
+    """What ``train.amp: auto`` resolves to here, by the measured probe (cached per machine)."""
     from cyclegan.training.distributed import pick_device
-    from cyclegan.training.step import resolve_amp
+    from cyclegan.training.precision import precision_report
 
     try:
         device = pick_device(cfg.train.device)
     except RuntimeError as e:
         return Section("precision", SKIP, f"no device: {e}")
-    resolved = resolve_amp(cfg.train.amp, device)
-    name = {"none": "fp32"}.get(resolved, resolved)
-    facts = {"amp": cfg.train.amp, "resolved": name, "device": str(device)}
-    rule = " (auto's rule: training.step.resolve_amp)" if cfg.train.amp == "auto" else ""
+    report = precision_report(cfg, device)
+    name = {"none": "fp32"}.get(report["auto"], report["auto"])
+    chosen = name if cfg.train.amp == "auto" else cfg.train.amp
+    facts = {**report, "amp": cfg.train.amp, "resolved": chosen}
+    how = "measured" + (" (cached)" if report.get("cached") else "")
     return Section(
-        "precision", OK, f"train.amp={cfg.train.amp} -> {name} on {device}{rule}", facts=facts
+        "precision",
+        OK,
+        f"train.amp={cfg.train.amp} -> {chosen} on {device}; auto = {name} ({how})",
+        facts=facts,
     )
 
 
