@@ -67,5 +67,9 @@ image:
 	  echo "make image: neither docker nor podman is installed here; install one of them (or build this Dockerfile in CI). No image was built." >&2; \
 	  exit 1; \
 	fi; \
+	if ! $$engine info >/dev/null 2>&1; then \
+	  echo "make image: $$engine is installed but its engine is not reachable ('$$engine info' failed): start the docker daemon or podman service. No image was built." >&2; \
+	  exit 1; \
+	fi; \
 	echo "building $(IMAGE):$(TAG)-$(VARIANT) with $$engine"; \
 	$$engine build --build-arg VARIANT=$(VARIANT) -t $(IMAGE):$(TAG)-$(VARIANT) .
