@@ -70,7 +70,12 @@ def train(
     cfg = config_from_yaml(config, [f"data.processed_dir={processed.path}", f"train.out_dir={out}"])
     if cfg.train.nodes > 1:
         train_on_cluster(
-            cfg, image=image, run_id=run_id, mount_path=work_dir, pvc=pvc, gpus_per_node=gpus_per_node
+            cfg,
+            image=image,
+            run_id=run_id,
+            mount_path=work_dir,
+            pvc=pvc,
+            gpus_per_node=gpus_per_node,
         )
     else:
         print(train(cfg).summary())
@@ -85,7 +90,7 @@ def evaluate(
     eval_dir: Output[Artifact],
     report: Output[HTML],
 ):
-    """``cyclegan evaluate`` on the trained run; metrics to the UI, the HTML report as an artefact."""
+    """``cyclegan evaluate`` on the trained run: metrics for the UI, the HTML report artefact."""
     import shutil
 
     from cyclegan.config import config_from_yaml, flatten
@@ -133,10 +138,10 @@ def register(
     return str(res.version)
 
 
-def promote(
-    config: str, version: str, dry_run: bool, decision: Output[Markdown]
-) -> NamedTuple("Decision", [("accepted", bool)]):
-    """``cyclegan promote``: gates vs ``@champion``; dry run = the decision alone, no alias moves."""
+def promote(config: str, version: str, dry_run: bool, decision: Output[Markdown]) -> NamedTuple(
+    "Decision", [("accepted", bool)]
+):
+    """``cyclegan promote``: gates vs ``@champion``; a dry run decides and moves no alias."""
     from collections import namedtuple
 
     from cyclegan.config import config_from_yaml

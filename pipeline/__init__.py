@@ -1,4 +1,4 @@
-"""The Kubeflow pipeline (``python -m pipeline compile|run --local|submit``); see :mod:`pipeline.dag`."""
+"""The Kubeflow pipeline: ``python -m pipeline compile|run --local|submit``; see pipeline.dag."""
 
 from pipeline.dag import Deployment, build_pipeline
 

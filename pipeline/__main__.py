@@ -67,8 +67,10 @@ def run_local(workdir: Path, overrides: list[str], params: str | None = None) ->
     """Run every step here with kfp.local's subprocess runner in this Python environment.
 
     What kfp.local does not do, and the cluster does: Kubernetes platform settings (PVC, secrets,
-    GPU requests, retries) are compiled into the IR but ignored here; the train step uses a
-    folder under ``workdir`` as its shared volume and MLflow is a sqlite store in ``workdir``.
+    GPU and CPU requests) are compiled into the IR but ignored here; the train step uses a folder
+    under ``workdir`` as its shared volume, MLflow is a sqlite store in ``workdir``, and retries
+    are off (a local failure is not transient). Conditions (the promotion gate) run as on the
+    cluster.
     """
     from kfp import local
 
@@ -79,7 +81,7 @@ def run_local(workdir: Path, overrides: list[str], params: str | None = None) ->
         pipeline_root=str(root / "artifacts"),
         raise_on_error=True,
     )
-    pipe = build_pipeline(Deployment(), default_params_text(params))
+    pipe = build_pipeline(Deployment(retries=0), default_params_text(params))
     start = time.perf_counter()
     with warnings.catch_warnings():  # "non-Python base image": our image is this venv here
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
@@ -122,10 +124,13 @@ def submit(args: argparse.Namespace) -> int:
     overrides = list(args.set)
     for o in overrides:
         parse_override(o)  # a malformed --set fails here, not in the cluster
+    warnings.filterwarnings("ignore", message="This client only works with", category=FutureWarning)
     try:
         client = kfp.Client(host=args.host, namespace=args.namespace)
         client.get_kfp_healthz()
-    except Exception as e:  # kfp raises urllib3/requests/ApiException types; all mean "cannot reach"
+    except (
+        Exception
+    ) as e:  # kfp raises urllib3/requests/ApiException types; all mean "cannot reach"
         raise PipelineError(
             f"cannot reach Kubeflow Pipelines at {args.host}: {type(e).__name__}: {e}. "
             "Check --host (e.g. http://localhost:8080 after "

@@ -8,13 +8,15 @@ secrets, GPU type, resources) shape the pods and are fixed when the pipeline is 
 (:class:`Deployment`, ``compile --image ... --accelerator ...``).
 """
 
-
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import yaml
+
 from components import DEFAULT_IMAGE, build
-from cyclegan.config import config_from_yaml
+from cyclegan.config import ConfigError, config_from_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "cyclegan"
@@ -37,7 +39,7 @@ class Deployment:
     gpus_per_node: int = 1  # per TrainJob node, when train.nodes > 1
     train_cpu: str = "4"
     train_memory: str = "16Gi"
-    retries: int = 3
+    retries: int = 3  # kfp.local honours retries too: `run --local` sets 0 (fail fast)
 
 
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
@@ -45,10 +47,15 @@ MLFLOW_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 def default_params_text(path: str | Path | None = None) -> str:
-    """``params.yaml`` as text (validated): the pipeline's defaults."""
-    text = Path(path or ROOT / "params.yaml").read_text()
-    config_from_yaml(text)  # fail at compile time, naming the key, not in the cluster
-    return text
+    """``params.yaml`` (validated) as one line of JSON, which is YAML too: the pipeline's defaults.
+    One line because the KFP compiler copies defaults into the IR's header comment, where a
+    multi-line string would break the YAML."""
+    p = Path(path or ROOT / "params.yaml")
+    if not p.is_file():
+        raise ConfigError(f"params file not found: {p} (pass --params FILE)")
+    raw = yaml.safe_load(p.read_text()) or {}
+    config_from_yaml(json.dumps(raw))  # fail at compile time, naming the key, not in the cluster
+    return json.dumps(raw, separators=(",", ":"))
 
 
 def _secrets(task: Any, dep: Deployment, s3: bool, mlflow: bool) -> None:
@@ -63,7 +70,9 @@ def _secrets(task: Any, dep: Deployment, s3: bool, mlflow: bool) -> None:
 
 
 def _network(task: Any, dep: Deployment) -> Any:
-    return task.set_retry(num_retries=dep.retries, backoff_duration="30s", backoff_factor=2.0)
+    if dep.retries:
+        task.set_retry(num_retries=dep.retries, backoff_duration="30s", backoff_factor=2.0)
+    return task
 
 
 def build_pipeline(dep: Deployment | None = None, params_text: str | None = None) -> Any:

@@ -56,7 +56,7 @@ DEFAULT_SECRET_ENV = (
 
 @dataclass(frozen=True)
 class TrainJobSpec:
-    """Everything a multi-node run needs; defaults match ``k8s/`` (PVC, secrets, service account)."""
+    """Everything a multi-node run needs; the defaults match ``k8s/`` (PVC, secrets)."""
 
     name: str
     namespace: str
@@ -128,7 +128,9 @@ def build_trainjob(spec: TrainJobSpec) -> dict[str, Any]:
         "securityContext": _security_context(),
     }
     pod_spec = {"volumes": [volume], "containers": [container]}
-    patch = {"replicatedJobs": [{"name": NODE, "template": {"spec": {"template": {"spec": pod_spec}}}}]}
+    patch = {
+        "replicatedJobs": [{"name": NODE, "template": {"spec": {"template": {"spec": pod_spec}}}}]
+    }
     trainer: dict[str, Any] = {
         "image": spec.image,
         "command": ["torchrun", "-m", "cyclegan.cli", "train"],
@@ -144,10 +146,17 @@ def build_trainjob(spec: TrainJobSpec) -> dict[str, Any]:
         "metadata": {
             "name": spec.name,
             "namespace": spec.namespace,
-            "labels": {"app.kubernetes.io/part-of": "cyclegan", "app.kubernetes.io/component": "train"},
+            "labels": {
+                "app.kubernetes.io/part-of": "cyclegan",
+                "app.kubernetes.io/component": "train",
+            },
         },
         "spec": {
-            "runtimeRef": {"name": spec.runtime, "kind": "ClusterTrainingRuntime", "apiGroup": GROUP},
+            "runtimeRef": {
+                "name": spec.runtime,
+                "kind": "ClusterTrainingRuntime",
+                "apiGroup": GROUP,
+            },
             "trainer": trainer,
             "runtimePatches": [
                 {"manager": MANAGER, "trainingRuntimeSpec": {"template": {"spec": patch}}}
@@ -290,7 +299,9 @@ def train_on_cluster(
     """
     shared = Path(cfg.train.out_dir).parent
     if not shared.resolve().is_relative_to(Path(mount_path).resolve()):
-        raise TrainJobError(f"train.out_dir {cfg.train.out_dir}: not on the shared volume {mount_path}")
+        raise TrainJobError(
+            f"train.out_dir {cfg.train.out_dir}: not on the shared volume {mount_path}"
+        )
     data = shared / "data"
     if not data.exists():
         shutil.copytree(cfg.data.processed_dir, data)
