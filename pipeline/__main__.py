@@ -32,10 +32,12 @@ LOCAL_FAST = [
     "train.log_every=1",
     "train.threads=1",
     "evaluate.bootstrap=50",
-    "evaluate.classifier_steps=20",
+    "evaluate.classifier_steps=10",
     "evaluate.report_images=2",
     "evaluate.download=false",
-    "export.parity_sizes=[[32, 32], [48, 32]]",
+    "evaluate.curve=false",
+    "export.parity_sizes=[[48, 32]]",
+    "export.parity_images=1",
 ]
 
 
