@@ -292,3 +292,61 @@ def test_pipeline_runs_locally_end_to_end(tmp_path: Path) -> None:
     assert "ACCEPTED" in decision and "(dry run)" in decision
     scores = json.loads((Path(lines["evaluate/scores"])).read_text())
     assert scores  # metrics logged for the KFP UI
+
+
+def test_trainjob_nodes_run_the_staged_params_with_torchrun(tmp_path: Path) -> None:
+    """What each TrainJob node runs, run here: two torchrun launchers as two 'nodes' on loopback,
+    configured only by the PET_* variables the torch-distributed runtime injects, executing the
+    built TrainJob's command and args on the params that stage_shared wrote to the volume."""
+    import socket
+
+    from cyclegan.k8s_trainjob import stage_shared
+    from tests.train_utils import cli_env, make_synth, tiny_cfg
+
+    vol = tmp_path / "vol"  # the PVC
+    synth = make_synth(tmp_path / "processed", train=8, test=2)
+    out = vol / "run-1" / "train"
+    cfg = tiny_cfg(tmp_path, synth, train={"steps": 2, "checkpoint_every": 2, "out_dir": str(out)})
+    with pytest.raises(TrainJobError, match="must be an absolute path on the shared volume"):
+        stage_shared(cfg, str(tmp_path / "elsewhere"))
+    node_cfg, params = stage_shared(cfg, str(vol))
+    assert node_cfg.data.processed_dir == str(vol / "run-1" / "data")
+    assert sorted(p.name for p in (vol / "run-1" / "data").iterdir()) == sorted(
+        p.name for p in synth.iterdir()
+    )
+    job = build_trainjob(
+        TrainJobSpec("t", "ns", "img:1", 2, str(params), gpus_per_node=0, mount_path=str(vol))
+    )
+    trainer = job["spec"]["trainer"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bindir = str(Path(sys.executable).parent)
+    procs = []
+    for rank in range(trainer["numNodes"]):
+        env = {
+            **cli_env(),
+            "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": _env()["PYTHONPATH"],
+            "PET_NNODES": str(trainer["numNodes"]),
+            "PET_NPROC_PER_NODE": str(trainer["numProcPerNode"]),
+            "PET_NODE_RANK": str(rank),
+            "PET_MASTER_ADDR": "127.0.0.1",
+            "PET_MASTER_PORT": str(port),
+        }
+        cmd = trainer["command"] + trainer["args"]
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    logs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, e) in zip(procs, logs, strict=True):
+        assert p.returncode == 0, e[-3000:]
+    assert "world size 2, per-process batch 2, global batch 4" in logs[0][1]
+    assert (out / "checkpoints" / "last.pt").is_file()

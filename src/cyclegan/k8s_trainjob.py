@@ -279,6 +279,27 @@ def publish_run(run_dir: str | Path, dest: str | Path) -> Path:
     return dest
 
 
+def stage_shared(cfg: Config, mount_path: str) -> tuple[Config, Path]:
+    """Put what every node reads on the shared volume: the processed data beside
+    ``cfg.train.out_dir`` (which must be on the volume) and the params file, with absolute paths.
+    Returns the nodes' config and the params file. A retry reuses a complete earlier copy."""
+    out = Path(cfg.train.out_dir)
+    if not out.is_absolute() or not out.resolve().is_relative_to(Path(mount_path).resolve()):
+        raise TrainJobError(
+            f"train.out_dir {out}: must be an absolute path on the shared volume {mount_path}"
+        )
+    data = out.parent / "data"
+    if not data.exists():
+        staging = out.parent / ".data.staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(cfg.data.processed_dir, staging)
+        staging.rename(data)  # whole or nothing: a crash mid-copy leaves no half dataset
+    cfg = replace(cfg, data=replace(cfg.data, processed_dir=str(data)))
+    params = out.parent / "params.yaml"
+    params.write_text(config_to_yaml(cfg))
+    return cfg, params
+
+
 def train_on_cluster(
     cfg: Config,
     *,
@@ -289,25 +310,9 @@ def train_on_cluster(
     gpus_per_node: int = 1,
     namespace: str | None = None,
     secret_env: tuple[SecretEnv, ...] = (),
-    api: Any = None,
 ) -> dict[str, Any]:
-    """Run ``cfg`` as a ``train.nodes``-node TrainJob and wait for it.
-
-    ``cfg.train.out_dir`` must be on the shared volume mounted at ``mount_path`` (the component
-    puts it there); the processed data is copied beside it, and the params file the nodes read is
-    written there too, with absolute paths, so every node sees the same files.
-    """
-    shared = Path(cfg.train.out_dir).parent
-    if not shared.resolve().is_relative_to(Path(mount_path).resolve()):
-        raise TrainJobError(
-            f"train.out_dir {cfg.train.out_dir}: not on the shared volume {mount_path}"
-        )
-    data = shared / "data"
-    if not data.exists():
-        shutil.copytree(cfg.data.processed_dir, data)
-    cfg = replace(cfg, data=replace(cfg.data, processed_dir=str(data)))
-    params = shared / "params.yaml"
-    params.write_text(config_to_yaml(cfg))
+    """Run ``cfg`` as a ``train.nodes``-node TrainJob on the shared volume and wait for it."""
+    cfg, params = stage_shared(cfg, mount_path)
     spec = TrainJobSpec(
         name=job_name("cyclegan-train", run_id),
         namespace=namespace or current_namespace(),
@@ -319,4 +324,4 @@ def train_on_cluster(
         mount_path=mount_path,
         secret_env=secret_env or DEFAULT_SECRET_ENV,
     )
-    return run_trainjob(build_trainjob(spec), api=api)
+    return run_trainjob(build_trainjob(spec))
