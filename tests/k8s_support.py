@@ -56,3 +56,16 @@ def crd_validate(obj: dict[str, Any]) -> None:
 
     version = obj["apiVersion"].split("/")[1]
     jsonschema.validate(obj, _schema(obj["kind"], version), cls=jsonschema.Draft7Validator)
+
+
+K8S_VERSION = "1.33"
+
+
+def k8s_validate(obj: dict[str, Any]) -> None:
+    """kubernetes-validate (strict: unknown fields fail) with its schema files read once per
+    session; the library re-reads its multi-megabyte definitions file on every call."""
+    import kubernetes_validate.utils as kv
+
+    if not getattr(kv.schema_contents, "cache_info", None):
+        kv.schema_contents = cache(kv.schema_contents)
+    kv.validate(obj, K8S_VERSION, strict=True)

@@ -14,13 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.k8s_support import CRDS, SCHEMAS, crd_validate
+from tests.k8s_support import CRDS, SCHEMAS, crd_validate, k8s_validate
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 K8S = ROOT / "k8s"
 KUSTOMIZATIONS = ["base", "overlays/local", "overlays/production", "optional/kserve", "legacy"]
-K8S_VERSION = "1.33"
 POD_KINDS = {"Deployment", "StatefulSet", "Job", "DaemonSet"}
 
 
@@ -51,8 +50,6 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
 
 
 def _validate(obj: dict[str, Any]) -> None:
-    import kubernetes_validate
-
     if obj["kind"] in CRDS:
         crd_validate(obj)
         return
@@ -61,7 +58,7 @@ def _validate(obj: dict[str, Any]) -> None:
         model = obj["spec"]["predictor"]["model"]
         assert model["modelFormat"]["name"] == "onnx" and model["storageUri"].startswith("s3://")
         return
-    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    k8s_validate(obj)
 
 
 def test_every_object_validates(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -90,7 +87,7 @@ def test_validation_rejects_a_broken_object(rendered: dict[str, list[dict[str, A
     bad = yaml.safe_load(yaml.safe_dump(deploy))
     bad["spec"]["replica"] = 2
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+        k8s_validate(bad)
     if SCHEMAS.is_dir():
         job = next(o for o in rendered["legacy"] if o["kind"] == "PyTorchJob")
         bad = yaml.safe_load(yaml.safe_dump(job))
@@ -205,15 +202,13 @@ def _secret_refs(objs: list[dict[str, Any]]) -> set[tuple[str, str]]:
 def test_secret_template_covers_every_reference(rendered: dict[str, list[dict[str, Any]]]) -> None:
     """Every secret key a manifest, the pipeline or a TrainJob reads is in the template, and the
     template holds placeholders only."""
-    import kubernetes_validate
-
     from cyclegan.k8s_trainjob import DEFAULT_SECRET_ENV
     from pipeline.dag import MLFLOW_KEYS, S3_KEYS, Deployment
 
     template = [d for d in yaml.safe_load_all((K8S / "secrets.example.yaml").read_text()) if d]
     have = set()
     for s in template:
-        kubernetes_validate.validate(s, K8S_VERSION, strict=True)
+        k8s_validate(s)
         assert set(s["stringData"].values()) == {"REPLACE_ME"}
         have |= {(s["metadata"]["name"], k) for k in s["stringData"]}
     need = _secret_refs([o for objs in rendered.values() for o in objs])

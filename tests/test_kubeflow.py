@@ -350,3 +350,66 @@ def test_trainjob_nodes_run_the_staged_params_with_torchrun(tmp_path: Path) -> N
         assert p.returncode == 0, e[-3000:]
     assert "world size 2, per-process batch 2, global batch 4" in logs[0][1]
     assert (out / "checkpoints" / "last.pt").is_file()
+
+
+class _RecordedApi:
+    """Stands in for CustomObjectsApi with a scripted list of TrainJob states. It proves our
+    create/adopt/watch/fail logic only; no claim about a real API server is made here."""
+
+    def __init__(self, states: list[dict[str, Any]], exists: dict[str, Any] | None = None):
+        self.states, self.exists, self.calls = list(states), exists, []
+
+    def create_namespaced_custom_object(self, group, version, ns, plural, body):
+        from kubernetes.client.exceptions import ApiException
+
+        self.calls.append("create")
+        if self.exists is not None:
+            raise ApiException(status=409, reason="AlreadyExists")
+
+    def get_namespaced_custom_object(self, group, version, ns, plural, name):
+        from kubernetes.client.exceptions import ApiException
+
+        if self.exists is not None:
+            return self.exists
+        if self.calls[-1] == "delete":
+            self.calls.append("gone")
+            raise ApiException(status=404, reason="NotFound")
+        return self.states.pop(0)
+
+    def delete_namespaced_custom_object(self, group, version, ns, plural, name, **kw):
+        self.calls.append("delete")
+        self.exists = None
+
+
+def _status(*conds: tuple[str, str, str]) -> dict[str, Any]:
+    return {
+        "status": {
+            "conditions": [
+                {"type": t, "status": "True", "reason": r, "message": m} for t, r, m in conds
+            ]
+        }
+    }
+
+
+def test_run_trainjob_fails_with_the_jobs_reason_and_recreates_a_failed_job() -> None:
+    from cyclegan.k8s_trainjob import run_trainjob
+
+    job = build_trainjob(SPECS[0])
+    log: list[str] = []
+    oom = ("Failed", "JobSetFailed", "node-1 OOMKilled")
+    api = _RecordedApi([_status(), _status(("Running", "", "")), _status(oom)])
+    with pytest.raises(
+        TrainJobError, match=r"cyclegan/cyclegan-train-a failed: JobSetFailed: node-1"
+    ):
+        run_trainjob(job, api=api, poll_s=0, log=log.append)
+    assert log == [
+        "created TrainJob cyclegan/cyclegan-train-a (2 nodes)",
+        "TrainJob cyclegan/cyclegan-train-a: Created",
+        "TrainJob cyclegan/cyclegan-train-a: Running",
+        "TrainJob cyclegan/cyclegan-train-a: Failed (JobSetFailed: node-1 OOMKilled)",
+    ]
+    # the retried step finds the failed job, deletes it, creates it again and watches it finish
+    api = _RecordedApi([_status(("Complete", "JobSetCompleted", ""))], exists=_status(oom))
+    final = run_trainjob(job, api=api, poll_s=0, log=log.append)
+    assert api.calls == ["create", "delete", "gone", "create"]
+    assert job_state(final) == ("Complete", "JobSetCompleted")
