@@ -102,7 +102,8 @@ def _artefacts(root: Path) -> list[tuple[str, Path]]:
     runs = sorted((root / "artifacts").glob("cyclegan-*"), key=lambda p: p.stat().st_mtime)
     if not runs:
         return []
-    return [(f"{p.parent.name}/{p.name}", p) for p in sorted(runs[-1].glob("*/*"))]
+    found = sorted(runs[-1].glob("*/*"))
+    return [(f"{p.parent.name}/{p.name}", p) for p in found if p.name != "executor_output.json"]
 
 
 def run_local_cmd(args: argparse.Namespace) -> int:
@@ -129,7 +130,7 @@ def submit(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message="This client only works with", category=FutureWarning)
     try:
         client = kfp.Client(host=args.host, namespace=args.namespace)
-        client.get_kfp_healthz()
+        client.get_kfp_healthz(sleep_duration=2)
     except (
         Exception
     ) as e:  # kfp raises urllib3/requests/ApiException types; all mean "cannot reach"
