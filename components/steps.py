@@ -120,6 +120,7 @@ def export(config: str, processed: Input[Dataset], run: Input[Model], onnx: Outp
 
 def register(
     config: str,
+    processed: Input[Dataset],
     run: Input[Model],
     eval_dir: Input[Artifact],
     onnx: Input[Model],
@@ -129,8 +130,8 @@ def register(
     from cyclegan.config import config_from_yaml
     from cyclegan.register import register
 
-    paths = [f"train.out_dir={run.path}", f"evaluate.out_dir={eval_dir.path}"]
-    paths += [f"export.out_dir={onnx.path}", f"export.metrics_file={onnx.path}.metrics.json"]
+    paths = [f"data.processed_dir={processed.path}", f"train.out_dir={run.path}"]
+    paths += [f"evaluate.out_dir={eval_dir.path}", f"export.out_dir={onnx.path}"]
     res = register(config_from_yaml(config, paths), onnx_dir=onnx.path)
     with open(card.path, "w") as f:
         f.write(f"# Registered `{res.name}` version {res.version}\n\n```\n{res.summary()}\n```\n")
@@ -147,7 +148,7 @@ def promote(config: str, version: str, dry_run: bool, decision: Output[Markdown]
     from cyclegan.config import config_from_yaml
     from cyclegan.promote import promote
 
-    res = promote(config_from_yaml(config), version=int(version), dry_run=dry_run)
+    res = promote(config_from_yaml(config), version=version, dry_run=dry_run)
     with open(decision.path, "w") as f:
         f.write(f"# Promotion of version {version}: {'ACCEPTED' if res.accepted else 'REFUSED'}")
         f.write(f"{' (dry run)' if dry_run else ''}\n\n```\n{res.summary()}\n```\n")

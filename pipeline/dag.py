@@ -133,6 +133,7 @@ def build_pipeline(dep: Deployment | None = None, params_text: str | None = None
         export = c.export(config=config, processed=processed, run=run)
         register = c.register(
             config=config,
+            processed=processed,
             run=run,
             eval_dir=evaluate.outputs["eval_dir"],
             onnx=export.outputs["onnx"],

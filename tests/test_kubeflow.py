@@ -270,7 +270,7 @@ def test_bad_params_fail_at_compile_time(tmp_path: Path) -> None:
 
 def test_pipeline_runs_locally_end_to_end(tmp_path: Path) -> None:
     """`python -m pipeline run --local`: every step for real (tiny config), artefacts printed,
-    a registered version, and a promotion decision."""
+    a registered version, and a promotion decision that the gate and the registry agree on."""
     pytest.importorskip("cyclegan.register", reason="the register step (registry branch)")
     pytest.importorskip("cyclegan.promote", reason="the promote step (registry branch)")
     work = tmp_path / "kfp"
@@ -278,20 +278,28 @@ def test_pipeline_runs_locally_end_to_end(tmp_path: Path) -> None:
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     out = res.stdout
     assert "registered version: 1" in out
-    assert "promotion: accepted (now @champion)" in out
+    accepted = "promotion: accepted (now @champion)" in out
+    assert accepted or "promotion: refused by the gates" in out
     lines = dict(
         line.split(None, 1) for line in out.splitlines() if line.startswith("  ") and "/" in line
     )
-    for key in ("data/raw", "train/run", "evaluate/report", "export/onnx", "promote/decision"):
+    for key in ("data/raw", "train/run", "evaluate/report", "export/onnx", "register/card"):
         assert key in lines, f"{key} not listed in:\n{out}"
     onnx = Path(lines["export/onnx"])
     assert {p.name for p in onnx.glob("*.onnx")} == {"generator_AtoB.onnx", "generator_BtoA.onnx"}
     assert "<html" in Path(lines["evaluate/report"]).read_text()[:2000].lower()
     assert (Path(lines["train/run"]) / "checkpoints" / "last.pt").is_file()
-    decision = Path(lines["promote/decision"]).read_text()
-    assert "ACCEPTED" in decision and "(dry run)" in decision
-    scores = json.loads((Path(lines["evaluate/scores"])).read_text())
+    gate = Path(lines["promote/decision"]).read_text()  # the gate's (dry-run) decision
+    assert ("ACCEPTED" if accepted else "REFUSED") in gate and "(dry run)" in gate
+    promoted = [k for k in lines if k.startswith("promote-2/")]  # inside dsl.If: ran iff accepted
+    assert bool(promoted) == accepted, lines
+    scores = json.loads(Path(lines["evaluate/scores"]).read_text())
     assert scores  # metrics logged for the KFP UI
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    aliases = client.get_registered_model("cyclegan").aliases
+    assert ("champion" in aliases) == accepted, aliases
 
 
 def test_trainjob_nodes_run_the_staged_params_with_torchrun(tmp_path: Path) -> None:
