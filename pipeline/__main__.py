@@ -109,7 +109,13 @@ def _artefacts(root: Path) -> list[tuple[str, Path]]:
 def run_local_cmd(args: argparse.Namespace) -> int:
     if not args.local:
         raise PipelineError("run: only --local is supported here; use `submit --host URL`")
-    res = run_local(Path(args.workdir), args.set, args.params)
+    for o in args.set:
+        parse_override(o)  # a malformed --set fails here, before any step runs
+    try:
+        res = run_local(Path(args.workdir), args.set, args.params)
+    except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. ..."
+        print(f"error: {e} (the step's own error is in the log above)", file=sys.stderr)
+        return 1
     print(f"\npipeline finished in {res['seconds']:.0f}s; artefacts:")
     for name, path in _artefacts(res["root"]):
         print(f"  {name:32s} {path}")

@@ -421,3 +421,14 @@ def test_run_trainjob_fails_with_the_jobs_reason_and_recreates_a_failed_job() ->
     final = run_trainjob(job, api=api, poll_s=0, log=log.append)
     assert api.calls == ["create", "delete", "gone", "create"]
     assert job_state(final) == ("Complete", "JobSetCompleted")
+
+
+def test_multi_node_without_a_cluster_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cyclegan.k8s_trainjob import run_trainjob
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(TrainJobError, match=r"no Kubernetes API .* use train.nodes=1 here"):
+        run_trainjob(build_trainjob(SPECS[0]))

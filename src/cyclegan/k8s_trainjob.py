@@ -204,7 +204,13 @@ def _api() -> Any:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, OSError) as e:
+            raise TrainJobError(
+                f"no Kubernetes API to create the TrainJob on ({e}): train.nodes > 1 runs on a "
+                "cluster (in a pipeline pod, or with a kubeconfig); use train.nodes=1 here"
+            ) from e
     return client.CustomObjectsApi()
 
 
