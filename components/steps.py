@@ -7,8 +7,6 @@ inside it from the installed ``cyclegan`` package (the image has it; locally, th
 points the config's paths at its artefacts.
 """
 
-from typing import NamedTuple
-
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 
@@ -112,7 +110,7 @@ def export(config: str, processed: Input[Dataset], run: Input[Model], onnx: Outp
     from cyclegan.export import export
 
     paths = [f"data.processed_dir={processed.path}", f"train.out_dir={run.path}"]
-    paths += [f"export.out_dir={onnx.path}", f"export.metrics_file={onnx.path}.metrics.json"]
+    paths += [f"export.out_dir={onnx.path}", f"export.metrics_file={onnx.path}/metrics.json"]
     res = export(config_from_yaml(config, paths))
     onnx.metadata.update({"step": res.step, "opset": res.opset})
     print(res.summary())
@@ -139,12 +137,11 @@ def register(
     return str(res.version)
 
 
-def promote(config: str, version: str, dry_run: bool, decision: Output[Markdown]) -> NamedTuple(
-    "Decision", [("accepted", bool)]
-):
-    """``cyclegan promote``: gates vs ``@champion``; a dry run decides and moves no alias."""
-    from collections import namedtuple
+def promote(config: str, version: str, dry_run: bool, decision: Output[Markdown]) -> bool:
+    """``cyclegan promote``: gates vs ``@champion``; a dry run decides and moves no alias.
 
+    Returns ``accepted`` as the task's single output: kfp.local resolves a ``dsl.If`` condition
+    on a task's ``Output`` only (not on a named output), and the cluster does either."""
     from cyclegan.config import config_from_yaml
     from cyclegan.promote import promote
 
@@ -153,4 +150,4 @@ def promote(config: str, version: str, dry_run: bool, decision: Output[Markdown]
         f.write(f"# Promotion of version {version}: {'ACCEPTED' if res.accepted else 'REFUSED'}")
         f.write(f"{' (dry run)' if dry_run else ''}\n\n```\n{res.summary()}\n```\n")
     print(res.summary())
-    return namedtuple("Decision", ["accepted"])(res.accepted)
+    return res.accepted

@@ -94,16 +94,23 @@ def run_local(workdir: Path, overrides: list[str], params: str | None = None) ->
         )
     seconds = time.perf_counter() - start
     outputs = dict(task.outputs)
-    return {"root": root, "outputs": outputs, "seconds": seconds}
+    return {"root": root, "outputs": outputs, "seconds": seconds, "names": _display_names(pipe)}
 
 
-def _artefacts(root: Path) -> list[tuple[str, Path]]:
-    """``(task/output, path)`` for every artefact of the newest local run."""
+def _display_names(pipe: Any) -> dict[str, str]:
+    """Task key in the IR (the local folder name, e.g. ``promote-2``) -> its display name."""
+    spec = pipe.pipeline_spec
+    dags = [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]
+    return {key: t.task_info.name for dag in dags for key, t in dag.tasks.items()}
+
+
+def _artefacts(root: Path, names: dict[str, str]) -> list[tuple[str, Path]]:
+    """``(step/output, path)`` for every artefact of the newest local run."""
     runs = sorted((root / "artifacts").glob("cyclegan-*"), key=lambda p: p.stat().st_mtime)
     if not runs:
         return []
-    found = sorted(runs[-1].glob("*/*"))
-    return [(f"{p.parent.name}/{p.name}", p) for p in found if p.name != "executor_output.json"]
+    found = [p for p in runs[-1].glob("*/*") if p.name != "executor_output.json"]
+    return sorted((f"{names.get(p.parent.name, p.parent.name)}/{p.name}", p) for p in found)
 
 
 def run_local_cmd(args: argparse.Namespace) -> int:
@@ -117,14 +124,28 @@ def run_local_cmd(args: argparse.Namespace) -> int:
         print(f"error: {e} (the step's own error is in the log above)", file=sys.stderr)
         return 1
     print(f"\npipeline finished in {res['seconds']:.0f}s; artefacts:")
-    for name, path in _artefacts(res["root"]):
+    for name, path in _artefacts(res["root"], res["names"]):
         print(f"  {name:32s} {path}")
     out = res["outputs"]
     print(f"MLflow store: {res['root'] / 'mlflow.db'}")
     print(f"registered version: {out['registered_version']}")
-    decision = "accepted (now @champion)" if out["promotion_accepted"] else "refused by the gates"
-    print(f"promotion: {decision}")
+    decision = "accepted" if out["promotion_accepted"] else "refused by the gates"
+    print(f"promotion: {decision}; @champion is {_champion(res['root'])}")
     return 0
+
+
+def _champion(root: Path) -> str:
+    """What the registry says after the run (not what the pipeline meant to do)."""
+    import mlflow
+
+    from cyclegan.config import config_from_yaml
+
+    name = config_from_yaml(default_params_text()).tracking.registered_model
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    try:
+        return f"version {client.get_model_version_by_alias(name, 'champion').version}"
+    except mlflow.exceptions.MlflowException:
+        return "not set"
 
 
 def submit(args: argparse.Namespace) -> int:

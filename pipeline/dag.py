@@ -140,7 +140,7 @@ def build_pipeline(dep: Deployment | None = None, params_text: str | None = None
         )
         version = register.outputs["Output"]
         gate = c.promote(config=config, version=version, dry_run=True).set_display_name("gate")
-        with dsl.If(gate.outputs["accepted"] == True, name="gates-passed"):  # noqa: E712
+        with dsl.If(gate.outputs["Output"] == True, name="gates-passed"):  # noqa: E712
             promote = c.promote(config=config, version=version, dry_run=False)
             promote.set_display_name("promote")
 
@@ -155,6 +155,6 @@ def build_pipeline(dep: Deployment | None = None, params_text: str | None = None
         ):
             _network(task, dep)
             _secrets(task, dep, s3, mlflow)
-        return Outputs(registered_version=version, promotion_accepted=gate.outputs["accepted"])
+        return Outputs(registered_version=version, promotion_accepted=gate.outputs["Output"])
 
     return cyclegan
