@@ -1,47 +1,17 @@
-"""Shared fixtures: a real S3 endpoint on 127.0.0.1, the shared real dataset, tiny configs."""
+"""Shared fixtures: real servers (tests/servers.py), the shared real dataset, tiny configs."""
 
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.servers import mlflow_server, postgres, s3_env, s3_server  # noqa: F401 (fixtures)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 SUNFLOWER = SHARED / "datasets" / "sunflower2daisy"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
-    """A real S3 HTTP API (moto's server) on 127.0.0.1; yields the endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Point boto3 (and dvc-s3) at the local S3 server with dummy credentials."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    return s3_server
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ can fix (bad params, bad data, missing weights) print one clear line and exit 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -115,6 +116,35 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register(args: argparse.Namespace) -> int:
+    from cyclegan.register import register
+    from cyclegan.storage import atomic_write_bytes
+
+    res = register(_config(args), checkpoint=args.checkpoint, onnx_dir=args.onnx_dir)
+    if args.json:
+        doc = {k: v for k, v in res.to_dict().items() if k != "tags"}
+        atomic_write_bytes(Path(args.json), (json.dumps(doc, indent=2) + "\n").encode())
+    print(res.summary())
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    """Exit 0 when accepted, 1 when refused (the table says why), 2 on bad input."""
+    from cyclegan.promote import promote
+
+    res = promote(_config(args), model=args.model, version=args.version, dry_run=args.dry_run)
+    print(json.dumps(res.to_dict(), indent=2) if args.json else res.summary())
+    return 0 if res.accepted else 1
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from cyclegan.promote import rollback
+
+    res = rollback(_config(args), model=args.model)
+    print(json.dumps(res.to_dict(), indent=2) if args.json else res.summary())
+    return 0
+
+
 def _translate(args: argparse.Namespace) -> int:
     """Exit 0 when every image was written or skipped, 1 when some failed, 2 on bad input."""
     from cyclegan.translate import translate
@@ -191,6 +221,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_params(p)
     p.set_defaults(func=_export)
 
+    p = sub.add_parser("register", help="register the exported model (+ evidence) in MLflow")
+    p.add_argument("--checkpoint", default=None, help="checkpoint (default: best, else last)")
+    p.add_argument("--onnx-dir", default=None, help="default: export.out_dir")
+    p.add_argument("--json", default=None, help="also write the result here (DVC output)")
+    _add_params(p)
+    p.set_defaults(func=_register)
+
+    for name, helptext, func in [
+        ("promote", "move @champion to a version that passes promote.gates", _promote),
+        ("rollback", "move @champion back to @previous", _rollback),
+    ]:
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--model", default=None, help="default: tracking.registered_model")
+        if name == "promote":
+            p.add_argument("--version", default=None, help="default: the @challenger version")
+            p.add_argument("--dry-run", action="store_true", help="decide, change nothing")
+        p.add_argument("--json", action="store_true", help="print the decision as JSON")
+        _add_params(p)
+        p.set_defaults(func=func)
+
     p = sub.add_parser("translate", help="translate a file, folder or glob")
     p.add_argument("input", help="image file, folder or glob")
     p.add_argument("output", help="output folder (or file, for a single input)")
@@ -221,6 +271,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ("cyclegan.evaluation.errors", "EvalError"),
         ("cyclegan.models.onnx_generator", "OnnxModelError"),
         ("cyclegan.translate", "TranslateError"),
+        ("cyclegan.register", "RegisterError"),
+        ("cyclegan.promote", "PromotionError"),
     ]:
         module = sys.modules.get(mod)
         if module is not None and hasattr(module, name):

@@ -265,7 +265,6 @@ class ExportConfig:
     calibration_images: int = 16  # static int8: images (real when present) for calibration
     size_multiple: int = 4  # inputs are padded to lcm(this, the generator's own multiple)
     metrics_file: str = "metrics/export.json"  # parity/size figures for `dvc metrics`
-    register: bool = True  # register the MLflow model as tracking.registered_model
 
     def __post_init__(self) -> None:
         # the dynamo exporter cannot down-convert Pad below 18 (it would silently emit 18)
@@ -293,6 +292,49 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class GateConfig:
+    """One promotion gate on a metric of ``eval.json`` (dotted path, e.g. ``AtoB.l1_to_gt``)."""
+
+    metric: str = ""
+    direction: Literal["higher", "lower"] = "lower"  # which way is better
+    min_margin: float | None = 0.0  # candidate mean must beat the champion's by this (null: no
+    # comparison); negative = a tolerated regression
+    threshold: float | None = None  # absolute bound on the candidate mean (null = none)
+    ci_must_clear: bool = False  # the candidate's whole CI must be better than champion's mean
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    """Gates a registered version must pass to become ``@champion``."""
+
+    gates: tuple[GateConfig, ...] = (
+        GateConfig("AtoB.l1_to_gt", "lower", 0.0),
+        GateConfig("BtoA.l1_to_gt", "lower", 0.0),
+    )
+    lock_timeout_s: float = 60.0  # wait this long for a concurrent promotion; older locks are stale
+
+    def __post_init__(self) -> None:
+        _check(len(self.gates) >= 1, "promote.gates", "needs at least one gate")
+        seen: set[str] = set()
+        for i, g in enumerate(self.gates):
+            key = f"promote.gates[{i}]"
+            _check(bool(g.metric), f"{key}.metric", "must not be empty (e.g. AtoB.l1_to_gt)")
+            _check(g.metric not in seen, f"{key}.metric", f"{g.metric!r} is gated twice")
+            seen.add(g.metric)
+            _check(
+                g.min_margin is not None or g.threshold is not None,
+                key,
+                "needs min_margin (vs the champion) or threshold (absolute), or both",
+            )
+            _check(
+                not g.ci_must_clear or g.min_margin is not None,
+                f"{key}.ci_must_clear",
+                "needs min_margin (it compares with the champion)",
+            )
+        _in_range(self.lock_timeout_s, "promote.lock_timeout_s", 0.0, lo_open=True)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole of ``params.yaml``."""
 
@@ -307,6 +349,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -573,7 +573,11 @@ def _training_run_id(cfg: Config, ckpt: Path) -> str | None:
 
 
 def _log_mlflow(cfg: Config, result: ExportResult) -> None:
-    """Log the fp32 files as one pyfunc model (+ parity metrics) into the training run."""
+    """Log the fp32 files as one pyfunc model (+ parity metrics) into the training run.
+
+    It is not registered here: ``cyclegan register`` adds the evidence (metrics, lineage tags)
+    that a registry version must carry.
+    """
     import mlflow
 
     from cyclegan import serving
@@ -583,8 +587,7 @@ def _log_mlflow(cfg: Config, result: ExportResult) -> None:
     name = f"export-{result.metadata['AtoB']['config_hash']}"
     with tracking.mlflow_run(cfg.tracking, run_name=name, run_id=run_id) as run:
         files = {d: result.files[d] for d in DIRECTIONS}
-        registered = cfg.tracking.registered_model if cfg.export.register else None
-        info = serving.log_onnx_model(files, registered_model_name=registered)
+        info = serving.log_onnx_model(files)  # registering is the register step's job
         metrics = {f"export.{k}.{s}": v for k, m in _metrics(result).items() for s, v in m.items()}
         mlflow.log_metrics(metrics)
         tracking.log_dict_artifact(result.to_dict(), "export/export.json")

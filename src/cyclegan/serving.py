@@ -10,7 +10,6 @@ float32. One model holds both directions; ``params={"direction": "BtoA"}`` picks
 from __future__ import annotations
 
 import importlib.metadata
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,29 +80,37 @@ def _requirements() -> list[str]:
     return out
 
 
-def log_onnx_model(
-    files: dict[str, Path], name: str = "onnx_model", registered_model_name: str | None = None
-) -> Any:
-    """Log ``{"AtoB": path, "BtoA": path}`` as one pyfunc model in the active run.
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 
-    The ``cyclegan`` package travels as ``code_paths`` so the model loads where the project is
-    not installed (the package's own imports still need the pinned requirements).
+
+def log_onnx_model(
+    files: dict[str, Path],
+    name: str = "onnx_model",
+    checkpoint: Path | None = None,
+    registered_model_name: str | None = None,
+) -> Any:
+    """Log ``{"AtoB": path, "BtoA": path}`` (+ the PyTorch ``checkpoint``) as one pyfunc model.
+
+    Models-from-code: the model is the file ``mlflow_model.py``, not a pickled object. The
+    ``cyclegan`` package travels as ``code_paths`` so the model loads where the project is not
+    installed (the package's own imports still need the pinned requirements).
     """
     import cyclegan
 
     unknown = sorted(set(files) - set(DIRECTIONS))
     if unknown or not files:
         raise ServingError(f"files must map {DIRECTIONS} to .onnx paths, got keys {sorted(files)}")
+    artifacts = {d: str(p) for d, p in files.items()}
+    if checkpoint is not None:
+        artifacts["checkpoint"] = str(checkpoint)
     example = np.full((1, 16, 16, 3), 128, dtype=np.uint8)  # also a serving payload example
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*CloudPickle.*")  # by-reference: code_paths
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=OnnxTranslator(),
-            artifacts={d: str(p) for d, p in files.items()},
-            signature=signature(),
-            input_example=example,
-            code_paths=[str(Path(cyclegan.__file__).parent)],
-            pip_requirements=_requirements(),
-            registered_model_name=registered_model_name,
-        )
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(MODEL_CODE),
+        artifacts=artifacts,
+        signature=signature(),
+        input_example=example,
+        code_paths=[str(Path(cyclegan.__file__).parent)],
+        pip_requirements=_requirements(),
+        registered_model_name=registered_model_name,
+    )
