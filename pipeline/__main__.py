@@ -176,7 +176,8 @@ def submit(args: argparse.Namespace) -> int:
         experiment_name=args.experiment,
         namespace=args.namespace,
         service_account=args.service_account,
-        enable_caching=True,
+        # enable_caching stays None: any value would override every task's own setting
+        # (training is never cached)
     )
     print(f"submitted run {run.run_id} to {args.host} (experiment {args.experiment})")
     return 0
