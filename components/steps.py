@@ -56,6 +56,7 @@ def train(
     run_id: str,
     image: str,
     gpus_per_node: int,
+    gpu_node_selector: dict,
     pvc: str,
 ):
     """``cyclegan train`` in this pod, or a multi-node TrainJob when ``train.nodes > 1``; the run
@@ -74,6 +75,7 @@ def train(
             mount_path=work_dir,
             pvc=pvc,
             gpus_per_node=gpus_per_node,
+            node_selector=gpu_node_selector,
         )
     else:
         print(train(cfg).summary())

@@ -47,6 +47,7 @@ class PipelineError(RuntimeError):
 
 def _deployment(args: argparse.Namespace) -> Deployment:
     keys = ("image", "pvc", "tracking_uri", "accelerator", "step_gpus", "gpus_per_node")
+    keys += ("gpu_node_selector",)
     given = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     return Deployment(**given)
 
@@ -191,6 +192,12 @@ def _deploy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accelerator", default=None, help="GPU resource name ('' = CPU only)")
     p.add_argument("--step-gpus", type=int, default=None, help="GPUs of the train step's pod")
     p.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per TrainJob node")
+    p.add_argument(
+        "--gpu-node-selector",
+        default=None,
+        metavar="LABEL=VALUE",
+        help="node label picking the GPU model, e.g. nvidia.com/gpu.product=NVIDIA-A100-SXM4-80GB",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,6 +37,7 @@ class Deployment:
     accelerator: str = "nvidia.com/gpu"  # "" = CPU-only train step
     step_gpus: int = 1  # GPUs of the train step's own pod (0 when it only launches TrainJobs)
     gpus_per_node: int = 1  # per TrainJob node, when train.nodes > 1
+    gpu_node_selector: str = ""  # "label=value" picking the GPU model, e.g. for A100 nodes
     train_cpu: str = "4"
     train_memory: str = "16Gi"
     retries: int = 3  # kfp.local honours retries too: `run --local` sets 0 (fail fast)
@@ -44,6 +45,16 @@ class Deployment:
 
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 MLFLOW_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def node_selector(text: str) -> dict[str, str]:
+    """``"key=value"`` -> ``{key: value}`` (``""`` -> ``{}``), with an error naming the flag."""
+    if not text:
+        return {}
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--gpu-node-selector {text!r}: expected label=value")
+    return {key.strip(): value.strip()}
 
 
 def default_params_text(path: str | Path | None = None) -> str:
@@ -120,6 +131,7 @@ def build_pipeline(dep: Deployment | None = None, params_text: str | None = None
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             image=dep.image,
             gpus_per_node=gpus_per_node,
+            gpu_node_selector=node_selector(dep.gpu_node_selector),
             pvc=dep.pvc,
         )
         train.set_caching_options(False)  # a run that trains must train (and may resume)
@@ -128,6 +140,8 @@ def build_pipeline(dep: Deployment | None = None, params_text: str | None = None
         if dep.accelerator and dep.step_gpus:
             train.set_accelerator_type(dep.accelerator).set_accelerator_limit(dep.step_gpus)
         kubernetes.mount_pvc(train, pvc_name=dep.pvc, mount_path=dep.mount_path)
+        for key, value in node_selector(dep.gpu_node_selector).items():
+            kubernetes.add_node_selector(train, key, value)
         run = train.outputs["run"]
         evaluate = c.evaluate(config=config, processed=processed, run=run)
         export = c.export(config=config, processed=processed, run=run)

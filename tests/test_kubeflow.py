@@ -48,7 +48,11 @@ def _cli(*args: str, cwd: Path = ROOT, timeout: int = 120) -> subprocess.Complet
 @pytest.fixture(scope="module")
 def ir(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
     out = tmp_path_factory.mktemp("ir") / "cyclegan.yaml"
-    res = _cli("compile", "--output", str(out), "--image", "registry.example.com/cg:1.2.3")
+    gpu = "nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3"
+    res = _cli(
+        *("compile", "--output", str(out), "--image", "registry.example.com/cg:1.2.3"),
+        *("--gpu-node-selector", gpu),
+    )
     assert res.returncode == 0, res.stderr
     spec, platform = yaml.safe_load_all(out.read_text())
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
@@ -117,7 +121,14 @@ def test_ir_promotion_only_when_the_gate_passes(ir: tuple[dict, dict]) -> None:
 
 
 def test_ir_pvc_and_secret_wiring(ir: tuple[dict, dict]) -> None:
-    _, executors = ir
+    spec, executors = ir
+    assert executors["exec-train"]["nodeSelector"]["labels"] == {
+        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"
+    }
+    train_args = _tasks(spec)["train"]["inputs"]["parameters"]
+    assert train_args["gpu_node_selector"]["runtimeValue"]["constant"] == {
+        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"
+    }  # the TrainJob's nodes land on the same GPU model
     assert executors["exec-train"]["pvcMount"][0]["mountPath"] == "/mnt/work"
     assert executors["exec-train"]["pvcMount"][0]["constant"] == "cyclegan-work"
     secrets = {
@@ -150,6 +161,7 @@ SPECS = [
         pvc="shared",
         mount_path="/data",
         env={"NCCL_DEBUG": "WARN"},
+        node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
         secret_env=DEFAULT_SECRET_ENV,
         active_deadline_s=86400,
     ),
@@ -178,6 +190,7 @@ def test_trainjob_validates_against_the_crd(spec: TrainJobSpec) -> None:
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == spec.pvc
     assert pod["containers"][0]["volumeMounts"][0]["mountPath"] == spec.mount_path
     assert pod["containers"][0]["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert pod.get("nodeSelector", {}) == spec.node_selector
     for e in t.get("env", []):  # credentials only by reference, never as values
         assert "value" in e or e["valueFrom"]["secretKeyRef"]["name"].startswith("cyclegan-")
         assert "SECRET" not in e["name"] or "valueFrom" in e
@@ -263,6 +276,9 @@ def test_bad_params_fail_at_compile_time(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert res.stderr.strip() == "error: train.batch_size: must be >= 1, got 0"
     assert not (tmp_path / "x.yaml").exists()
+    res = _cli("compile", "--output", str(tmp_path / "x.yaml"), "--gpu-node-selector", "a100")
+    assert res.returncode == 2
+    assert res.stderr.strip() == "error: --gpu-node-selector 'a100': expected label=value"
 
 
 # --- the whole pipeline, locally -------------------------------------------------------------

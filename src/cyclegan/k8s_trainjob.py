@@ -72,6 +72,7 @@ class TrainJobSpec:
     mount_path: str = "/mnt/work"
     runtime: str = "torch-distributed"
     env: dict[str, str] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)  # e.g. the GPU model's label
     secret_env: tuple[SecretEnv, ...] = ()
     active_deadline_s: int | None = None
 
@@ -127,7 +128,9 @@ def build_trainjob(spec: TrainJobSpec) -> dict[str, Any]:
         "volumeMounts": [{"name": "work", "mountPath": spec.mount_path}],
         "securityContext": _security_context(),
     }
-    pod_spec = {"volumes": [volume], "containers": [container]}
+    pod_spec: dict[str, Any] = {"volumes": [volume], "containers": [container]}
+    if spec.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.node_selector)
     patch = {
         "replicatedJobs": [{"name": NODE, "template": {"spec": {"template": {"spec": pod_spec}}}}]
     }
@@ -314,6 +317,7 @@ def train_on_cluster(
     mount_path: str,
     pvc: str = "cyclegan-work",
     gpus_per_node: int = 1,
+    node_selector: dict[str, str] | None = None,
     namespace: str | None = None,
     secret_env: tuple[SecretEnv, ...] = (),
 ) -> dict[str, Any]:
@@ -326,6 +330,7 @@ def train_on_cluster(
         nodes=cfg.train.nodes,
         params_file=str(params),
         gpus_per_node=gpus_per_node,
+        node_selector=node_selector or {},
         pvc=pvc,
         mount_path=mount_path,
         secret_env=secret_env or DEFAULT_SECRET_ENV,
