@@ -23,10 +23,14 @@ $(TSTAMP): constraints-tools.txt
 
 install: $(STAMP) $(TSTAMP)
 
-## run: the whole pipeline (synthetic data -> preprocess -> train -> evaluate -> export) via DVC
+## run: the whole pipeline (data -> preprocess -> train -> evaluate -> export -> register) via
+## DVC, then the promotion decision (a refused candidate is a result, not a failure)
 run: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc repro
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/dvc push -q || echo "dvc push failed (local remote); outputs are still in the cache"
+	@echo; $(BIN)/python -c "import json; r = json.load(open('metrics/register.json')); print('Registered:', r['model_uri'], '(new)' if r['created'] else '(already registered)')"
+	@$(BIN)/cyclegan promote --params params.yaml --version "$$($(BIN)/python -c "import json; print(json.load(open('metrics/register.json'))['version'])")"; \
+	  rc=$$?; case $$rc in 0) ;; 1) echo "Promotion refused: @champion unchanged (table above)";; *) exit $$rc;; esac
 	@echo; echo "Done. Metrics: metrics/eval.json  Report: reports/eval/eval_report.html  MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 ## test: the suite CI runs (slow real-data tests are included when they fit; see README)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.registry_utils import registry_bench  # noqa: F401 (fixture)
 from tests.servers import mlflow_server, postgres, s3_env, s3_server  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]

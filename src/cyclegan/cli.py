@@ -145,6 +145,14 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lineage(args: argparse.Namespace) -> int:
+    from cyclegan.lineage import lineage
+
+    res = lineage(_config(args), args.uri)
+    print(json.dumps(res.to_dict(), indent=2, default=str) if args.json else res.summary())
+    return 0
+
+
 def _translate(args: argparse.Namespace) -> int:
     """Exit 0 when every image was written or skipped, 1 when some failed, 2 on bad input."""
     from cyclegan.translate import translate
@@ -240,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print the decision as JSON")
         _add_params(p)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("lineage", help="version -> runs -> params -> commit -> data")
+    p.add_argument("uri", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    p.add_argument("--json", action="store_true", help="print the chain as JSON")
+    _add_params(p)
+    p.set_defaults(func=_lineage)
 
     p = sub.add_parser("translate", help="translate a file, folder or glob")
     p.add_argument("input", help="image file, folder or glob")

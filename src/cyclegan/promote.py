@@ -29,7 +29,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -120,7 +120,7 @@ class PromotionResult:
             lines.append(self.note)
         if self.rows:
             lines.append(self.table())
-        if self.seq is not None:
+        if self.seq is not None and "not recorded" not in self.note:
             lines.append(f"recorded as promotion_log.{self.seq:06d} ({self.by}, {self.at})")
         return "\n".join(lines)
 
@@ -354,7 +354,7 @@ def record(client: Any, result: PromotionResult) -> PromotionResult:
     """Append ``result`` to the model's promotion log and tag the candidate version."""
     model = client.get_registered_model(result.model)
     seq = len(read_log(model)) + 1
-    done = PromotionResult(**{**asdict(result), "seq": seq, "rows": result.rows})
+    done = replace(result, seq=seq)
     entry = done.to_dict()
     client.set_registered_model_tag(result.model, f"{LOG_PREFIX}{seq:06d}", json.dumps(entry))
     if result.candidate is not None:
@@ -441,6 +441,10 @@ def promote(
                 note="already @champion; nothing to decide (not recorded)",
             )
         result = decide(cfg, name, cand, champ, False)
+        same = _same_refusal(log, result)
+        if same is not None:
+            note = f"same decision as promotion_log.{same:06d}; not recorded again"
+            return replace(result, seq=same, note=note)
         _verify_lock(client, name, token)
         if result.accepted:
             client.set_registered_model_alias(name, CHAMPION, cand.version)
@@ -449,6 +453,22 @@ def promote(
             if CHALLENGER in cand.aliases:
                 client.delete_registered_model_alias(name, CHALLENGER)
         return record(client, result)
+
+
+def _same_refusal(log: list[dict[str, Any]], result: PromotionResult) -> int | None:
+    """The log entry that already refused this candidate with the same numbers, if any.
+
+    Re-running the pipeline with unchanged inputs (a second ``make run``) must not add entries.
+    """
+    if result.accepted:
+        return None
+    rows = json.loads(json.dumps([asdict(r) for r in result.rows]))
+    for entry in reversed(log):
+        if entry.get("candidate") == result.candidate and entry.get("action") == "promote":
+            same = not entry.get("accepted") and entry.get("rows") == rows
+            same = same and entry.get("champion_before") == result.champion_before
+            return entry.get("seq") if same else None
+    return None
 
 
 def rollback(cfg: Config, model: str | None = None) -> PromotionResult:
