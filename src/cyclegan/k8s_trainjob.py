@@ -43,7 +43,7 @@ class SecretEnv:
     key: str
 
 
-# The secrets k8s/ defines (templates in k8s/base/secrets.example.yaml): S3 for data and weights,
+# The secrets k8s/ references (template: k8s/secrets.example.yaml): S3 for data and weights,
 # MLflow credentials for the tracking server.
 DEFAULT_SECRET_ENV = (
     SecretEnv("AWS_ACCESS_KEY_ID", "cyclegan-s3", "AWS_ACCESS_KEY_ID"),
