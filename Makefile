@@ -59,3 +59,21 @@ bench: $(STAMP)
 
 clean:
 	rm -rf runs models metrics reports plots mlflow.db .pytest_cache
+
+## image: the project image (Dockerfile) with docker or podman; VARIANT=cpu|cuda
+IMAGE   ?= cyclegan-mlops
+TAG     ?= 0.1.0
+VARIANT ?= cpu
+.PHONY: image
+image:
+	@engine=$$(command -v docker || command -v podman || true); \
+	if [ -z "$$engine" ]; then \
+	  echo "make image: neither docker nor podman is installed here; install one of them (or build this Dockerfile in CI). No image was built." >&2; \
+	  exit 1; \
+	fi; \
+	if ! $$engine info >/dev/null 2>&1; then \
+	  echo "make image: $$engine is installed but its engine is not reachable ('$$engine info' failed): start the docker daemon or podman service. No image was built." >&2; \
+	  exit 1; \
+	fi; \
+	echo "building $(IMAGE):$(TAG)-$(VARIANT) with $$engine"; \
+	$$engine build --build-arg VARIANT=$(VARIANT) -t $(IMAGE):$(TAG)-$(VARIANT) .

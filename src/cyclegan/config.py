@@ -229,6 +229,7 @@ class TrainConfig:
     # progressive resizing: [[fraction of steps, crop size], ...] from 0.0; [] = fixed size
     progressive: tuple[tuple[float, int], ...] = ()
     init_from: str = ""  # checkpoint whose network weights start a fresh run (fine-tuning)
+    nodes: int = 1  # > 1: the Kubeflow train step runs a multi-node TrainJob (torchrun per node)
 
     def __post_init__(self) -> None:
         _in_range(self.steps, "train.steps", 1)
@@ -244,6 +245,7 @@ class TrainConfig:
             _in_range(getattr(self, key), f"train.{key}", 1)
         _in_range(self.eval_every, "train.eval_every", 0)
         _in_range(self.collapse_window, "train.collapse_window", 1)
+        _in_range(self.nodes, "train.nodes", 1)
         _check_progressive(self.progressive)
 
 
@@ -674,3 +676,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: top level must be a mapping, got {type(raw).__name__}")
     return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def config_from_yaml(text: str, overrides: list[str] | None = None) -> Config:
+    """A config from params YAML text plus overrides: what the Kubeflow components receive (the
+    pipeline embeds ``params.yaml`` at compile time, so a run never depends on the image's copy)."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"params: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params: top level must be a mapping, got {type(raw).__name__}")
+    return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """The inverse of :func:`config_from_yaml` (tuples become lists, as in ``params.yaml``)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

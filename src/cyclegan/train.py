@@ -43,6 +43,7 @@ RESUMABLE_KEYS = (
     "train.eval_every",
     "train.num_workers",
     "train.resume",
+    "train.nodes",  # world-size independent by design (stream samplers): resume on N nodes
     "tracking.",
     "evaluate.",
     "export.",
