@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cyclegan.config import Config
-from cyclegan.data.errors import DataError
 from cyclegan.data.channels import domain_channels
+from cyclegan.data.errors import DataError
 from cyclegan.data.io import UnreadableImage, list_images, load_image
 
 PREPROCESS_HINT = (
@@ -73,9 +73,7 @@ def check_train_data(cfg: Config) -> TrainData:
         good = []
         for p in paths:
             try:
-                load_image(
-                    p, cfg.data.min_image_size, cfg.data.max_image_pixels, channels[domain]
-                )
+                load_image(p, cfg.data.min_image_size, cfg.data.max_image_pixels, channels[domain])
                 good.append(p)
             except UnreadableImage as e:
                 data.skipped.append((p, e.reason))

@@ -40,7 +40,7 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
 
 
 def pixels_to_tensor(img: Pixels) -> torch.Tensor:
-    """Loaded pixels of any channel count -> ``C×H×W float32`` in ``[-1, 1]`` (RGB as ``to_tensor``)."""
+    """Loaded pixels of any channel count -> ``C×H×W float32`` in ``[-1, 1]``."""
     if isinstance(img, Image.Image) and img.mode != "L":
         return to_tensor(img)
     arr = np.asarray(img, dtype=np.float32)
