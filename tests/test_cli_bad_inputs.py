@@ -76,6 +76,12 @@ PARAMS_COMMANDS: list[list[str]] = [
     ["train"],
     ["evaluate"],
     ["export"],
+    ["register"],
+    ["promote"],
+    ["rollback"],
+    ["lineage", "models:/cyclegan@champion"],
+    ["doctor"],
+    ["import-checkpoint", "{d}/nowhere.pth", "{d}/out.pt"],
 ]
 BAD_PARAMS: list[tuple[list[str], str]] = [
     (["--params", "{d}/missing.yaml"], "error: params file not found: {d}/missing.yaml"),
@@ -103,7 +109,35 @@ RUN = ["--set", "tracking.enabled=false", "--set", "train.out_dir={d}/run"]
 TRAIN, EVAL, EXPORT = ["train", *RUN], ["evaluate", *RUN], ["export", *RUN]
 TRANSLATE = ["translate", "{d}/img.png", "{d}/o"]
 TORCH = ["--backend", "torch"]
+SQLITE = ["--set", "tracking.uri=sqlite:///{d}/mlflow.db"]
 CASES: list[Case] = [
+    # registry: no trained model, unknown model names, not a model URI
+    Case(["register", *RUN], 2, "error: tracking.enabled is false: registering needs an MLflow"),
+    Case(
+        ["register", *SQLITE, "--set", "train.out_dir={d}/run"],
+        2,
+        "error: no checkpoint at {d}/run/checkpoints/best.pt",
+    ),
+    Case(
+        ["promote", *SQLITE, "--model", "nosuch"], 2, "error: registered model 'nosuch' not found"
+    ),
+    Case(["rollback", *SQLITE, "--model", "nosuch"], 2, "error: registered model 'nosuch' not"),
+    Case(["lineage", "models:/nosuch@champion", *SQLITE], 2, "registered model 'nosuch' not"),
+    Case(["lineage", "notauri", *SQLITE], 2, "error: 'notauri' is not a model URI: use models:/"),
+    # doctor: a dead tracking server is a finding (exit 1), not a crash
+    Case(
+        ["doctor", "--set", "tracking.uri=http://127.0.0.1:9", "--set", "tracking.timeout_s=1"],
+        1,
+        "",
+    ),
+    Case(["tracking", "sync", "{d}/nowhere"], 2, "error: run folder {d}/nowhere not found"),
+    # import-checkpoint: missing and garbage sources
+    Case(["import-checkpoint", "{d}/nowhere.pth", "{d}/o.pt"], 2, "checkpoint source not found"),
+    Case(
+        ["import-checkpoint", "{d}/garbage.pt", "{d}/o.pt"],
+        2,
+        "error: {d}/garbage.pt: not a readable PyTorch checkpoint",
+    ),
     # argparse: unknown command, missing and invalid arguments
     Case(["frobnicate"], 2, "invalid choice: 'frobnicate'"),
     Case(["translate"], 2, "the following arguments are required: input, output"),

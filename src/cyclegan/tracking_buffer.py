@@ -232,6 +232,10 @@ class SyncResult:
 def sync(run_dir: str | Path, uri: str | None = None) -> SyncResult:
     """Upload a run's buffered records (``cyclegan tracking sync RUN_DIR``)."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise tracking.TrackingError(
+            f"run folder {run_dir} not found: pass the train.out_dir that printed the sync command"
+        )
     buffer = run_dir / BUFFER_FILE
     if not buffer.is_file():
         return SyncResult(run_dir, "", 0)
