@@ -14,6 +14,7 @@ import pytest
 from cyclegan import tracking
 from cyclegan.cli import main
 from cyclegan.config import config_from_dict
+from cyclegan.data.synth import synthesize
 from cyclegan.doctor import doctor
 from tests.servers import free_port
 
@@ -118,6 +119,9 @@ def _refused_everywhere(uri: str, expected: str, capsys: pytest.CaptureFixture[s
     with pytest.raises(tracking.TrackingError) as err:
         tracking.setup(cfg.tracking)
     assert str(err.value) == expected
+    # real training data, so that the tracking store is what train refuses (data is checked first)
+    synthesize("data/processed", train=2, test=1, size=16, seed=0)
+    capsys.readouterr()  # the synth progress bar
     assert main(["train", "--set", f"tracking.uri={uri}"]) == 2
     assert capsys.readouterr().err.strip() == f"error: {expected}"
     report = doctor(cfg)
