@@ -148,7 +148,8 @@ def test_s3_uri_downloads_once_into_the_hub_cache(
     with pytest.raises(
         WeightsError,
         match=r"evaluate.inception_weights=s3://weights/nope.pth: "
-        r"cannot read s3://weights/nope.pth \(endpoint http://127.0.0.1",
+        r"cannot read s3://weights/nope.pth: no object s3://weights/nope.pth at endpoint "
+        r"http://127.0.0.1",
     ):
         resolve_weights(INCEPTION, "s3://weights/nope.pth")
 

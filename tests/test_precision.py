@@ -98,9 +98,11 @@ class _Info:
 
 
 def test_real_probe_and_training_log_and_mlflow_params(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from cyclegan.train import train
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # other tests probe too
 
     synth = make_synth(tmp_path / "synth")
     cfg = tiny_cfg(
