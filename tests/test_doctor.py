@@ -17,6 +17,7 @@ from cyclegan.config import config_from_dict
 from cyclegan.data.synth import synthesize
 from cyclegan.doctor import doctor
 from tests.servers import free_port
+from tests.train_utils import dvc
 
 SECTIONS = {"tracking", "artifacts", "dvc_remote", "s3", "weights", "device", "precision"}
 
@@ -24,14 +25,11 @@ SECTIONS = {"tracking", "artifacts", "dvc_remote", "s3", "weights", "device", "p
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A git + DVC project with a local default remote, as `make run` sets up."""
-    from dvc.repo import Repo
-
     repo = tmp_path / "proj"
     repo.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    with Repo.init(str(repo)) as dvc_repo, dvc_repo.config.edit() as conf:
-        conf["remote"]["local"] = {"url": "../dvc-storage"}
-        conf["core"]["remote"] = "local"
+    dvc("init", "-q", cwd=repo)
+    dvc("remote", "add", "-d", "local", "../dvc-storage", cwd=repo)
     (tmp_path / "dvc-storage").mkdir()
     monkeypatch.chdir(repo)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights cached

@@ -13,7 +13,7 @@ from cyclegan.cli import main
 from cyclegan.config import config_from_dict
 from cyclegan.doctor import doctor
 from tests.servers import free_port
-from tests.train_utils import make_synth, tiny_params, write_params
+from tests.train_utils import dvc, make_synth, tiny_params, write_params
 
 
 def _import_error(uri: str, out: Path, capsys: pytest.CaptureFixture[str]) -> str:
@@ -58,13 +58,10 @@ def test_doctor_s3_and_dvc_remote_rows(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from dvc.repo import Repo
-
     repo = tmp_path / "proj"
     repo.mkdir()
-    with Repo.init(str(repo), no_scm=True) as dvc_repo, dvc_repo.config.edit() as conf:
-        conf["remote"]["s3"] = {"url": "s3://missing-bucket/dvc"}  # endpoint from AWS_*
-        conf["core"]["remote"] = "s3"
+    dvc("init", "-q", "--no-scm", cwd=repo)
+    dvc("remote", "add", "-d", "s3", "s3://missing-bucket/dvc", cwd=repo)  # endpoint from AWS_*
     monkeypatch.chdir(repo)
     capsys.readouterr()  # DVC's greeting
     raw = {"data": {"source": "s3://cyclegan-test/ds"}, "tracking": {"enabled": False}}
@@ -72,11 +69,11 @@ def test_doctor_s3_and_dvc_remote_rows(
     s3 = report.section("s3")
     assert (s3.status, s3.required) == ("ok", True)
     assert s3.facts["endpoint"] == s3_env and s3.facts["credentials"] == "env"
-    dvc = report.section("dvc_remote")
-    assert dvc.status == "warning"
-    assert "remote 's3' (s3://missing-bucket/dvc) unreachable" in dvc.detail
-    assert "S3 bucket 'missing-bucket' does not exist" in dvc.detail
-    assert dvc.fix.startswith("see the s3 row: AWS_ENDPOINT_URL")
+    remote = report.section("dvc_remote")
+    assert remote.status == "warning"
+    assert "remote 's3' (s3://missing-bucket/dvc) unreachable" in remote.detail
+    assert "S3 bucket 'missing-bucket' does not exist" in remote.detail
+    assert remote.fix.startswith("see the s3 row: AWS_ENDPOINT_URL")
 
     raw["data"]["source"] = "s3://missing-bucket/ds"
     args = ["doctor", "--json", "--params", str(write_params(tmp_path / "p.yaml", raw))]

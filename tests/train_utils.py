@@ -82,3 +82,11 @@ def run_cli(args: list[str], cwd: Path, **kw: Any) -> subprocess.CompletedProces
 def net_weights(ckpt_path: Path) -> dict[str, torch.Tensor]:
     state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     return {f"{net}.{k}": v for net, sd in state["nets"].items() for k, v in sd.items()}
+
+
+def dvc(*args: str, cwd: Path) -> None:
+    """The real ``dvc`` CLI in a subprocess (its in-process logger keeps the streams of the test
+    that first imported it, which pytest closes afterwards)."""
+    subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, check=True, capture_output=True
+    )
