@@ -3,7 +3,7 @@
 Every scene (a few ellipses, rectangles and triangles) is drawn from one distribution and can be
 rendered in two styles:
 
-* **A**: flat objects in warm hues (0-120 degrees) on a cream background;
+* **A**: flat objects in warm hues (0-120 degrees, skewed towards red) on a cream background;
 * **B**: the same objects with their RGB channels rotated (r, g, b) -> (b, r, g) - a fixed
   +120 degree hue rotation, so B hues lie in 120-240 degrees - darkened on horizontal stripes
   (rows with ``y % 4 < 2``) inside the object masks, on a dark slate background.
@@ -13,6 +13,12 @@ whose period, 4 px, a generator with two stride-2 stages can represent exactly),
 CycleGAN can learn it and be scored against ground truth: ``testA_gt/<name>`` is the
 ``testA/<name>`` scene rendered in style B and ``testB_gt/<name>`` the ``testB`` scene in A.
 Training splits are unpaired: A and B use different scenes.
+
+Why the hue density is skewed (``hue = 120 deg * u ** HUE_SKEW``): with a uniform density the hue
+*reflection* h -> 240 - h (swap R and B) maps A's colours onto B's exactly as well as the true
+rotation, so unpaired losses cannot tell them apart and runs settled on either by chance. A
+density that is not symmetric about 60 degrees makes the rotation the only channel map whose
+output colours are distributed like B's, so the ground truth is identifiable from unpaired data.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ BG_B = (44, 52, 74)
 STRIPE_PERIOD = 4
 STRIPE_GAIN = 0.5
 HUE_RANGE_A = (0.0, 1.0 / 3.0)
+HUE_SKEW = 2.0  # hue = range * u**HUE_SKEW: median 30 degrees, not symmetric (see module doc)
 SHAPES = ("ellipse", "rectangle", "triangle")
 # (split, domain) -> seed stream id; A and B train scenes come from different streams
 _STREAMS = {"trainA": 1, "trainB": 2, "testA": 3, "testB": 4}
@@ -68,7 +75,8 @@ def sample_scene(rng: np.random.Generator, size: int) -> list[SceneObject]:
     """2-4 objects; colours are A-style (warm hues, saturated, bright)."""
     objects = []
     for _ in range(int(rng.integers(2, 5))):
-        hue = rng.uniform(*HUE_RANGE_A)
+        lo, hi = HUE_RANGE_A
+        hue = lo + (hi - lo) * rng.uniform() ** HUE_SKEW
         r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.65, 1.0), rng.uniform(0.7, 1.0))
         objects.append(
             SceneObject(
@@ -143,7 +151,8 @@ def generator_params(size: int, seed: int, train: int, test: int) -> dict:
         "objects_per_scene": [2, 4],
         "shapes": list(SHAPES),
         "radius_fraction": [0.12, 0.25],
-        "style_A": {"background": BG_A, "hue_degrees": [0, 120], "texture": "flat"},
+        "style_A": {"background": BG_A, "hue_degrees": [0, 120],
+                    "hue_density": f"120 * u ** {HUE_SKEW}, u ~ U(0, 1)", "texture": "flat"},
         "style_B": {
             "background": BG_B,
             "color_map": "(r, g, b) -> (b, r, g), i.e. hue + 120 degrees",
