@@ -44,6 +44,38 @@ def mean_target_l1(root: Path) -> float:
     return float(np.abs(gt - mean_b).mean())
 
 
+def hue_maps(g_ab: Any, root: Path, n: int = 40) -> dict[str, float]:
+    """A->B L1 to the ground truth (the +120 deg rotation) and to its hue *reflection*.
+
+    The reflection h -> 240 - h is the wrong map unpaired training can settle on (see
+    ``cyclegan.data.synth``). Its "ground truth" is testA_gt with G and B swapped inside the
+    objects (rotation (r,g,b)->(b,r,g), reflection (r,g,b)->(b,g,r)); the background stays. The
+    smaller of the two names the map a run learned, without looking at sample grids.
+    """
+    import torch
+    from PIL import Image
+
+    from cyclegan.data.synth import BG_B
+
+    names = sorted(p.name for p in (root / "testA").glob("*.png"))[:n]
+
+    def load(folder: str) -> np.ndarray:
+        return np.stack([np.asarray(Image.open(root / folder / f).convert("RGB")) for f in names])
+
+    x = torch.from_numpy(load("testA")).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.inference_mode():
+        was = g_ab.training
+        g_ab.eval()
+        y = g_ab(x).float().clamp(-1, 1)
+        g_ab.train(was)
+    out = (y.permute(0, 2, 3, 1).numpy() + 1) / 2
+    gt = load("testA_gt").astype(np.float64) / 255
+    objects = (load("testA_gt") != np.array(BG_B)).any(-1, keepdims=True)
+    reflected = np.where(objects, gt[..., [0, 2, 1]], gt)
+    return {"rotation": float(np.abs(out - gt).mean()),
+            "reflection": float(np.abs(out - reflected).mean())}  # fmt: skip
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -76,7 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = config_from_dict(raw)
     baseline = mean_target_l1(data)
     target = args.target if args.target else baseline * (1 - args.target_gain)
-    curve: list[dict[str, float]] = []
+    curve: list[dict[str, Any]] = []
     t0, scoring = time.perf_counter(), 0.0
     state: dict[str, Any] = {"reached": None, "step": 0}
 
@@ -86,10 +118,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wall = t - t0 - scoring  # training time so far, earlier scoring excluded
         state["step"] += every
         scores = quick_score(g_ab, g_ba, data, "cpu")
-        scoring += time.perf_counter() - t
         point = {"step": min(state["step"], cfg.train.steps), "train_s": round(wall, 1),
                  "l1_AtoB": round(scores["l1_to_gt_AtoB"], 4),
                  "l1_BtoA": round(scores["l1_to_gt_BtoA"], 4)}  # fmt: skip
+        maps = hue_maps(g_ab, data)
+        point["l1_AtoB_to_reflection"] = round(maps["reflection"], 4)
+        point["hue_map"] = min(maps, key=maps.__getitem__)
+        scoring += time.perf_counter() - t
         curve.append(point)
         print(json.dumps(point), file=sys.stderr, flush=True)
         if state["reached"] is None and point["l1_AtoB"] <= target:
@@ -115,6 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "steps_to_target": reached["step"] if reached else None,
         "final": curve[-1] if curve else None,
         "best_l1_AtoB": min((p["l1_AtoB"] for p in curve), default=None),
+        "hue_map": curve[-1]["hue_map"] if curve else None,
         "curve": curve,
         "samples": sorted(str(p) for p in (out / "samples").glob("*.png"))[-1:],
     }
