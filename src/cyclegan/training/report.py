@@ -56,7 +56,10 @@ def _plot(rows: list[dict[str, float]], path: Path) -> Path:
                 ax.plot(steps, [r.get(name, float("nan")) for r in rows], label=name)
         ax.set_xlabel("step")
         ax.set_title(" / ".join(names))
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:  # e.g. the identity losses with loss.lambda_identity = 0: not computed, not logged
+            ax.text(0.5, 0.5, "not logged in this run", ha="center", transform=ax.transAxes)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
