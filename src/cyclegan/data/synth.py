@@ -151,8 +151,12 @@ def generator_params(size: int, seed: int, train: int, test: int) -> dict:
         "objects_per_scene": [2, 4],
         "shapes": list(SHAPES),
         "radius_fraction": [0.12, 0.25],
-        "style_A": {"background": BG_A, "hue_degrees": [0, 120],
-                    "hue_density": f"120 * u ** {HUE_SKEW}, u ~ U(0, 1)", "texture": "flat"},
+        "style_A": {
+            "background": BG_A,
+            "hue_degrees": [0, 120],
+            "hue_density": f"120 * u ** {HUE_SKEW}, u ~ U(0, 1)",
+            "texture": "flat",
+        },
         "style_B": {
             "background": BG_B,
             "color_map": "(r, g, b) -> (b, r, g), i.e. hue + 120 degrees",
