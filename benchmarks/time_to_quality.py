@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -77,10 +76,9 @@ def hue_maps(g_ab: Any, root: Path, n: int = 40) -> dict[str, float]:
 
 
 def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+    from cyclegan.training.precision import cpu_model as model
+
+    return model()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -123,10 +123,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cpu_model() -> str:
-    """``model name`` from /proc/cpuinfo (plus the flags that decide bf16 speed)."""
-    from cyclegan.training.precision import device_name
+    from cyclegan.training.precision import cpu_model as model
 
-    return device_name(torch.device("cpu")).removeprefix("cpu: ")
+    return model()
 
 
 def _row(r: dict[str, Any], fp32_s: float | None = None) -> str:

@@ -128,3 +128,32 @@ def test_real_probe_and_training_log_and_mlflow_params(
     assert params["precision.auto"] == params["precision.amp"] == report["auto"]
     assert params["precision.speedup.bf16"] == str(probe["speedup_vs_fp32"]["bf16"])
     assert params["precision.device"] == report["device"]
+
+
+ZEN2 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 23
+model\t\t: 49
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx fma avx2
+
+processor\t: 1
+model name\t: something else
+"""
+SAPPHIRE = "model name\t: Intel(R) Xeon(R) Platinum 8481C\ncpu family\t: 6\nmodel\t\t: 143\n"
+
+
+def test_cpu_model_tells_generations_under_one_name_apart() -> None:
+    # "AMD EPYC" names Zen 2, 3 and 4 alike; only the family/model numbers and flags differ
+    assert precision.cpu_model(ZEN2) == "AMD EPYC (cpu family 23, model 49; avx2)"
+    zen4 = ZEN2.replace("model\t\t: 49", "model\t\t: 17").replace(
+        "avx2", "avx2 avx512f avx512_bf16"
+    )
+    zen4 = zen4.replace("family\t: 23", "family\t: 25")
+    assert (
+        precision.cpu_model(zen4) == "AMD EPYC (cpu family 25, model 17; avx2 avx512f avx512_bf16)"
+    )
+    assert (
+        precision.cpu_model(SAPPHIRE) == "Intel(R) Xeon(R) Platinum 8481C (cpu family 6, model 143)"
+    )
+    assert precision.device_name(CPU) == "cpu: " + precision.cpu_model()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import tempfile
 import uuid
@@ -353,6 +352,7 @@ def check_device(cfg: Config) -> Section:
     import torch
 
     from cyclegan.training.distributed import pick_device
+    from cyclegan.training.precision import cpu_model
 
     try:
         device = pick_device(cfg.train.device)
@@ -368,16 +368,6 @@ def check_device(cfg: Config) -> Section:
             f"cpu: {facts['cpu']}, {facts['cores']} cores, torch threads {facts['torch_threads']}"
         )
     return Section("device", OK, detail, required=True, facts=facts)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def check_precision(cfg: Config) -> Section:

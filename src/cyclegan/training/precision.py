@@ -32,7 +32,7 @@ MARGIN = 1.10  # a precision must beat fp32 by more than 10 % (load noise on sha
 SLOW = 3.0  # a candidate whose first call is 3x slower than fp32's is not timed further
 BUDGET_S = 3.0  # no further rounds once the probe has run this long (one always completes)
 DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-CPU_FLAGS = ("avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16")
 
 
 def choose(
@@ -79,17 +79,33 @@ def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU model plus the flags that decide bf16/fp16 speed."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    model, flags = platform.processor() or platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name") and ":" in line:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and ":" in line:
-                flags = set(line.split(":", 1)[1].split())
-                break
+    return f"cpu: {cpu_model()}"
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """``model name`` from /proc/cpuinfo, with family/model and the flags that decide speed.
+
+    One name covers several generations ("AMD EPYC" is Zen 2, 3 and 4 alike, and only Zen 4
+    has fast bf16), so benchmarks and the probe's cache key need the family and model numbers
+    and the bf16/fp16 instruction flags to tell the machines apart.
+    """
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text(errors="replace") if path.is_file() else ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    ident = [f"{k} {fields[k]}" for k in ("cpu family", "model") if k in fields]
+    flags = set(fields.get("flags", "").split())
     have = [f for f in CPU_FLAGS if f in flags]
-    return f"cpu: {model}" + (f" ({' '.join(have)})" if have else "")
+    extra = "; ".join(x for x in (", ".join(ident), " ".join(have)) if x)
+    return f"{model} ({extra})" if extra else model
 
 
 def probe_shapes(cfg: Config) -> dict[str, list[int]]:
