@@ -232,3 +232,32 @@ def test_explicit_bf16_and_channels_last_run(synth: Path, tmp_path: Path) -> Non
         tiny_cfg(tmp_path, synth, train={"steps": 2, "amp": "bf16", "channels_last": True})
     )
     assert all(v == v for v in result.final_losses.values())  # finite, not NaN
+
+
+def test_resume_false_moves_an_earlier_runs_checkpoints_aside(synth: Path, tmp_path: Path) -> None:
+    # Left in place, the earlier run's step 4 would outrank the new run's step 2 in rotation
+    # (deleting it before best.pt could link it) and in a later resume.
+    train(tiny_cfg(tmp_path, synth, train={"steps": 4, "checkpoint_every": 2}))
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    old_last = (ckpt_dir / "last.pt").read_bytes()
+    cfg = tiny_cfg(
+        tmp_path, synth, train={"steps": 2, "checkpoint_every": 2, "keep_last": 1, "resume": False}
+    )
+    result = train(cfg)
+    assert result.resumed_from == 0 and result.steps == 2
+    assert sorted(p.name for p in ckpt_dir.glob("*.pt")) == [
+        "best.pt",
+        "last.pt",
+        "step_00000002.pt",
+    ]
+    moved = list(ckpt_dir.glob("not-resumed-*"))
+    assert len(moved) == 1
+    assert sorted(p.name for p in moved[0].glob("*.pt")) == [
+        "best.pt",
+        "last.pt",
+        "step_00000002.pt",
+        "step_00000004.pt",
+    ]
+    assert (moved[0] / "last.pt").read_bytes() == old_last
+    train(cfg)  # again within the same second: a second folder, nothing overwritten
+    assert len(list(ckpt_dir.glob("not-resumed-*"))) == 2

@@ -127,11 +127,26 @@ def _try_resume(
 ) -> tuple[int, dict[str, Any], Path | None]:
     """Load the newest intact checkpoint of the same training config; (step, metrics, file).
 
-    Checkpoints of a different training config are moved aside (never deleted) by rank 0.
+    Checkpoints of a different training config, or any when ``train.resume`` is false, are moved
+    aside (never deleted) by rank 0: left in place, rotation would keep the old run's higher step
+    numbers and delete the new run's checkpoints, and a later resume would pick up the old run.
     """
     path = ckpt.latest_checkpoint(ckpt_dir) if cfg.train.resume else None
     state = ckpt.load_checkpoint(path, map_location=info.device) if path else None
     stale = None
+    if not cfg.train.resume and any(ckpt_dir.glob("*.pt")):
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        stale = next(
+            d
+            for n in range(1000)
+            if not (d := ckpt_dir / f"not-resumed-{stamp}{f'-{n}' if n else ''}").exists()
+        )
+        log.warning(
+            "train.resume is false: moving the checkpoints already in %s to %s and starting "
+            "from step 0",
+            ckpt_dir,
+            stale,
+        )
     if state is not None:
         old_cfg = config_from_dict(state["config"])
         old, new = _training_identity(old_cfg), _training_identity(cfg)
