@@ -80,10 +80,10 @@ def _score(args: argparse.Namespace, data: Path, run: Path) -> dict[str, Any]:
     from time_to_quality import hue_maps
 
     from cyclegan.evaluate import evaluate
-    from cyclegan.training.checkpoint import load_generators
+    from cyclegan.training.checkpoint import load_checkpoint, load_generators
 
     ckpt = run / "checkpoints" / "last.pt"
-    meta = torch.load(ckpt, map_location="cpu", weights_only=False)
+    meta = load_checkpoint(ckpt)  # weights_only: a checkpoint runs no pickled code
     out = run / "precision_quality"
     cfg = _config(
         args,
@@ -176,7 +176,7 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
-    from time_to_quality import cpu_model
+    from cyclegan.training.precision import cpu_model
 
     data = _ensure_data(args)
     if args.runs:

@@ -75,12 +75,6 @@ def hue_maps(g_ab: Any, root: Path, n: int = 40) -> dict[str, float]:
             "reflection": float(np.abs(out - reflected).mean())}  # fmt: skip
 
 
-def cpu_model() -> str:
-    from cyclegan.training.precision import cpu_model as model
-
-    return model()
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     import yaml
@@ -89,6 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from cyclegan.data.synth import synthesize
     from cyclegan.evaluation.quick import quick_score
     from cyclegan.train import train
+    from cyclegan.training.precision import cpu_model
 
     raw = apply_overrides(yaml.safe_load(Path(args.params).read_text()), args.set)
     s = raw.get("data", {}).get("synth", {})

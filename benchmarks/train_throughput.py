@@ -67,6 +67,7 @@ def count_flops(model: Any, a: torch.Tensor, b: torch.Tensor) -> int:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     from cyclegan.training import distributed
+    from cyclegan.training.precision import cpu_model
     from cyclegan.training.step import CycleGAN
 
     if args.threads:
@@ -120,12 +121,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         out["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 1024**3
     distributed.cleanup()
     return out
-
-
-def cpu_model() -> str:
-    from cyclegan.training.precision import cpu_model as model
-
-    return model()
 
 
 def _row(r: dict[str, Any], fp32_s: float | None = None) -> str:
