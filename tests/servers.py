@@ -59,7 +59,11 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:2]} exited with {proc.returncode} before {url} was up")
+            err = proc.stderr.read() if proc.stderr else b""  # a pipe: say why it stopped
+            tail = (err.decode(errors="replace") if isinstance(err, bytes) else err)[-3000:]
+            raise RuntimeError(
+                f"{proc.args[:2]} exited with {proc.returncode} before {url} was up:\n{tail}"
+            )
         try:
             if requests.get(url, timeout=2).status_code == 200:
                 return

@@ -63,8 +63,11 @@ def write_params(path: Path, raw: dict[str, Any]) -> Path:
 
 
 def cli_env() -> dict[str, str]:
+    """The environment for our CLIs; the interpreter's bin first on PATH (as `make test` sets
+    it), since tools such as `mlflow models serve` start others (uvicorn) by name."""
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", GLOO_SOCKET_IFNAME="lo")
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
