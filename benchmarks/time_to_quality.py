@@ -164,9 +164,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def parse_seeds(spec: str) -> list[int]:
     """``"0,3,5"``, ``"0-9"`` (inclusive) or a mix, in the order given."""
     seeds: list[int] = []
-    for part in spec.split(","):
-        lo, _, hi = part.strip().partition("-")
-        seeds += range(int(lo), int(hi or lo) + 1)
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            seeds += range(int(lo), int(hi or lo) + 1)
+    except ValueError:
+        seeds = []
     if not seeds or len(set(seeds)) != len(seeds):
         raise SystemExit(f"--seeds: give distinct seeds such as 0,1,2 or 0-9, got {spec!r}")
     return seeds
@@ -181,6 +184,9 @@ def run_seeds(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from cyclegan.config import apply_overrides
 
+    seeds = parse_seeds(args.seeds)
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs: must be >= 1, got {args.jobs}")
     raw = apply_overrides(yaml.safe_load(Path(args.params).read_text()), args.set)
     data = ensure_data(raw, Path(args.data))  # before the runs: they would race to build it
     out = Path(args.out)
@@ -195,6 +201,7 @@ def run_seeds(args: argparse.Namespace) -> list[dict[str, Any]]:
                "--target-gain", str(args.target_gain), "--set", f"train.threads={threads}",
                *(a for kv in args.set for a in ("--set", kv)), "--set", f"seed={seed}",
                *(["--full"] if args.full else [])]  # fmt: skip
+        print(f"seed {seed}: training (log: {out / f'seed_{seed}.log'})", file=sys.stderr)
         with open(out / f"seed_{seed}.log", "w") as log:
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
         if rc != 0:
@@ -204,7 +211,7 @@ def run_seeds(args: argparse.Namespace) -> list[dict[str, Any]]:
         return result
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        return list(pool.map(one, parse_seeds(args.seeds)))
+        return list(pool.map(one, seeds))
 
 
 def _vs(l1: float, baseline: float) -> str:

@@ -99,8 +99,9 @@ def test_seed_summary_by_hand() -> None:
     summary = "right hue map 2/3; aim (L1 <= 0.056) met at the end 1/3, at some checkpoint 2/3"
     assert summary in table
     assert ttq.parse_seeds("0-2,7") == [0, 1, 2, 7]
-    with pytest.raises(SystemExit, match="distinct seeds"):
-        ttq.parse_seeds("0-2,1")
+    for bad in ("0-2,1", "a", "3-1"):  # a repeat, not a number, an empty range
+        with pytest.raises(SystemExit, match="distinct seeds"):
+            ttq.parse_seeds(bad)
 
 
 def test_seeds_run_as_separate_processes_and_are_summarised(tmp_path: Path) -> None:
