@@ -190,11 +190,18 @@ def test_torn_latest_checkpoint_falls_back(synth: Path, tmp_path: Path) -> None:
 def test_changed_config_does_not_resume_and_keeps_old_checkpoints(
     synth: Path, tmp_path: Path
 ) -> None:
-    train(tiny_cfg(tmp_path, synth, train={"steps": 3}))
-    result = train(tiny_cfg(tmp_path, synth, train={"steps": 3}, optim={"lr": 1e-4}))
+    first = tiny_cfg(tmp_path, synth, train={"steps": 3})
+    other = tiny_cfg(tmp_path, synth, train={"steps": 3}, optim={"lr": 1e-4})
+    train(first)
+    result = train(other)
     assert result.resumed_from == 0
     stale = list((tmp_path / "run" / "checkpoints").glob("stale-*/step_00000003.pt"))
     assert len(stale) == 1
+    # back and forth: the first config's second set must not land on its first set's files
+    train(first)
+    train(other)
+    stale = list((tmp_path / "run" / "checkpoints").glob("stale-*/step_00000003.pt"))
+    assert len(stale) == 3
 
 
 def test_in_training_evaluation_picks_and_tags_best(synth: Path, tmp_path: Path) -> None:

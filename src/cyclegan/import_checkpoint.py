@@ -28,8 +28,6 @@ import dataclasses
 import pickle
 import re
 import tempfile
-import types
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +108,7 @@ class ImportResult:
 
 
 class _Inert:
-    """Stands in for any class a pickle names that is not a tensor building block."""
+    """Stands in for a class a checkpoint names that is not a tensor building block."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.args, self.kwargs = args, kwargs
@@ -119,32 +117,14 @@ class _Inert:
         self.state = state
 
 
-_ALLOWED = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch", "Size"): torch.Size,
-    ("torch", "device"): torch.device,
-}
-
-
-class _InertUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        return type(name, (_Inert,), {"__module__": "inert." + module})
-
-
-_INERT_PICKLE = types.ModuleType("cyclegan_inert_pickle")
-_INERT_PICKLE.Unpickler = _InertUnpickler  # type: ignore[attr-defined]
-_INERT_PICKLE.load = lambda f, **kw: _InertUnpickler(f, **kw).load()  # type: ignore[attr-defined]
+def _stand_in(qualified: str) -> tuple[type, str]:
+    module, _, name = qualified.rpartition(".")
+    return type(name, (_Inert,), {"__module__": "inert." + module}), qualified
 
 
 def load_any(path: Path) -> Any:
-    """``torch.load`` with ``weights_only``; files holding other objects (mmengine meta) go
-    through an unpickler that replaces every non-tensor class by an inert placeholder."""
+    """``torch.load`` with ``weights_only``, always. Files naming other classes (mmengine meta)
+    load with an inert stand-in allow-listed for each of them, so none of their code runs."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -152,8 +132,10 @@ def load_any(path: Path) -> Any:
             raise _unreadable(path, e) from e
     except Exception as e:
         raise _unreadable(path, e) from e
-    try:  # not weights_only, but no code runs: _InertUnpickler resolves only the allow-list above
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_INERT_PICKLE)
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        with torch.serialization.safe_globals([_stand_in(n) for n in names]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise _unreadable(path, e) from e
 

@@ -282,9 +282,11 @@ def _wait_gone(api: Any, args: tuple[str, ...], name: str, poll_s: float) -> Non
 
 def publish_run(run_dir: str | Path, dest: str | Path) -> Path:
     """Copy a finished run folder (checkpoints, samples, curves, MLflow run id) to the pipeline's
-    model artefact; checkpoints from other configs (``stale-*``) stay behind."""
+    model artefact; checkpoints moved aside (other configs' ``stale-*``, and ``not-resumed-*``
+    from runs with ``train.resume: false``) stay behind."""
     dest = Path(dest)
-    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("stale-*"), dirs_exist_ok=True)
+    aside = shutil.ignore_patterns("stale-*", "not-resumed-*")
+    shutil.copytree(run_dir, dest, ignore=aside, dirs_exist_ok=True)
     return dest
 
 

@@ -122,6 +122,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _aside_dir(ckpt_dir: Path, name: str) -> Path:
+    """A new folder for checkpoints moved aside: ``name``, else ``name-1``...; an existing one
+    may hold an earlier move's files of the same names, which a rename would overwrite."""
+    return next(
+        d for n in range(10_000) if not (d := ckpt_dir / (f"{name}-{n}" if n else name)).exists()
+    )
+
+
 def _try_resume(
     cfg: Config, model: CycleGAN, info: DistInfo, ckpt_dir: Path
 ) -> tuple[int, dict[str, Any], Path | None]:
@@ -135,12 +143,7 @@ def _try_resume(
     state = ckpt.load_checkpoint(path, map_location=info.device) if path else None
     stale = None
     if not cfg.train.resume and any(ckpt_dir.glob("*.pt")):
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        stale = next(
-            d
-            for n in range(1000)
-            if not (d := ckpt_dir / f"not-resumed-{stamp}{f'-{n}' if n else ''}").exists()
-        )
+        stale = _aside_dir(ckpt_dir, time.strftime("not-resumed-%Y%m%dT%H%M%SZ", time.gmtime()))
         log.warning(
             "train.resume is false: moving the checkpoints already in %s to %s and starting "
             "from step 0",
@@ -152,7 +155,7 @@ def _try_resume(
         old, new = _training_identity(old_cfg), _training_identity(cfg)
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            stale = ckpt_dir / f"stale-{old_cfg.hash()}"
+            stale = _aside_dir(ckpt_dir, f"stale-{old_cfg.hash()}")
             log.warning(
                 "checkpoints in %s were made with a different config (%s); moving them "
                 "to %s and starting from step 0",
@@ -163,7 +166,7 @@ def _try_resume(
     distributed.barrier(info)  # every rank has read before rank 0 moves anything
     if stale is not None:
         if info.is_main:
-            stale.mkdir(exist_ok=True)
+            stale.mkdir()
             for p in ckpt_dir.glob("*.pt"):
                 p.rename(stale / p.name)
         distributed.barrier(info)
